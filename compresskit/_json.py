@@ -12,5 +12,6 @@ _NUMBER_LIST = re.compile(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]")
 
 def dumps(obj: Any) -> str:
     text = json.dumps(obj, indent=1)
-    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]",
-                            text)
+    return _NUMBER_LIST.sub(
+        lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text
+    )

@@ -40,8 +40,13 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(min=1),
-              help="Sequence length the MACs are counted for.")
+@click.option(
+    "--seq-len",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Sequence length the MACs are counted for.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(model_dir: Path, seq_len: int, as_json: bool) -> None:
     """Show a saved model's heads, FFN width, parameters and MACs per layer."""
@@ -52,9 +57,18 @@ def info(model_dir: Path, seq_len: int, as_json: bool) -> None:
     manifest = read_manifest(model_dir)
     stats, dense = model_stats(model, seq_len), dense_stats(model, seq_len)
     if as_json:
-        click.echo(json.dumps({"model": str(model_dir), "model_type": manifest["model_type"],
-                               "architecture": manifest["architecture"],
-                               "stats": stats.to_dict(), "dense": dense.to_dict()}, indent=1))
+        click.echo(
+            json.dumps(
+                {
+                    "model": str(model_dir),
+                    "model_type": manifest["model_type"],
+                    "architecture": manifest["architecture"],
+                    "stats": stats.to_dict(),
+                    "dense": dense.to_dict(),
+                },
+                indent=1,
+            )
+        )
         return
     click.echo(f"{model_dir}: {manifest['architecture']} ({manifest['model_type']})")
     click.echo(stats.table(baseline=dense))

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-from transformers.initialization import no_init_weights
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
-from torch import nn
+from transformers import PreTrainedModel
+from transformers.initialization import no_init_weights
 
 from compresskit._json import dumps
 from compresskit._version import __version__
@@ -34,8 +34,14 @@ FORMAT = "compresskit.model"
 FORMAT_VERSION = 1
 
 
-def save(model: nn.Module, directory: str | Path, tokenizer: Any = None, *,
-         extra: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+def save(
+    model: PreTrainedModel,
+    directory: str | Path,
+    tokenizer: Any = None,
+    *,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write `model` (dense or pruned) so that `load` rebuilds it exactly.
 
     The folder is written beside the target and moved into place only when complete, so a
@@ -53,7 +59,7 @@ def save(model: nn.Module, directory: str | Path, tokenizer: Any = None, *,
     return Path(directory)
 
 
-def _manifest(model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:
+def _manifest(model: PreTrainedModel, adapter: ArchAdapter) -> dict[str, Any]:
     plan = PruningPlan.of_model(model)
     return {
         "format": FORMAT,
@@ -61,9 +67,14 @@ def _manifest(model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:
         "compresskit_version": __version__,
         "model_type": model.config.model_type,
         "architecture": type(model).__name__,
-        "layers": [{"heads_kept": list(lp.heads_kept), "head_dim": adapter.head_dim(layer),
-                    "ffn_kept": list(lp.ffn_kept)}
-                   for lp, layer in zip(plan.layers, adapter.layers())],
+        "layers": [
+            {
+                "heads_kept": list(lp.heads_kept),
+                "head_dim": adapter.head_dim(layer),
+                "ffn_kept": list(lp.ffn_kept),
+            }
+            for lp, layer in zip(plan.layers, adapter.layers(), strict=True)
+        ],
     }
 
 
@@ -75,8 +86,10 @@ def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Itera
     """
     target = Path(directory)
     if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise OutputExistsError(f"output {target} already exists: choose another folder or "
-                                "pass overwrite=True (--overwrite)")
+        raise OutputExistsError(
+            f"output {target} already exists: choose another folder or "
+            "pass overwrite=True (--overwrite)"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -100,7 +113,7 @@ def _replace(new: Path, target: Path) -> None:
         old.unlink()
 
 
-def load(directory: str | Path, *, attn_implementation: str | None = None) -> nn.Module:
+def load(directory: str | Path, *, attn_implementation: str | None = None) -> PreTrainedModel:
     """Rebuild a model saved by `save` as an ordinary transformers model, in eval mode.
 
     Raises ModelFileError naming the file and the mismatch when anything is missing,
@@ -126,18 +139,23 @@ def load(directory: str | Path, *, attn_implementation: str | None = None) -> nn
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
-        raise ModelFileError(f"{path} is missing: {folder} was not written by compresskit.save "
-                             "(a plain transformers folder loads with from_pretrained)")
+        raise ModelFileError(
+            f"{path} is missing: {folder} was not written by compresskit.save "
+            "(a plain transformers folder loads with from_pretrained)"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{path} is not readable JSON: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a compresskit model manifest "
-                             f"(expected format {FORMAT!r})")
+        raise ModelFileError(
+            f"{path} is not a compresskit model manifest (expected format {FORMAT!r})"
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path} has format_version {manifest.get('format_version')!r}; "
-                             f"this compresskit reads version {FORMAT_VERSION}")
+        raise ModelFileError(
+            f"{path} has format_version {manifest.get('format_version')!r}; "
+            f"this compresskit reads version {FORMAT_VERSION}"
+        )
     return manifest
 
 
@@ -147,24 +165,30 @@ def _read_config(folder: Path, manifest: dict[str, Any]) -> Any:
     except (OSError, ValueError) as err:
         raise ModelFileError(f"{folder / 'config.json'} cannot be read: {err}") from None
     if config.model_type != manifest.get("model_type"):
-        raise ModelFileError(f"{folder / MANIFEST} says model_type "
-                             f"{manifest.get('model_type')!r} but config.json says "
-                             f"{config.model_type!r}")
+        raise ModelFileError(
+            f"{folder / MANIFEST} says model_type "
+            f"{manifest.get('model_type')!r} but config.json says "
+            f"{config.model_type!r}"
+        )
     return config
 
 
-def _model_class(folder: Path, manifest: dict[str, Any]) -> type[nn.Module]:
+def _model_class(folder: Path, manifest: dict[str, Any]) -> type[PreTrainedModel]:
     name = manifest.get("architecture")
     # Only transformers' own model classes: never an arbitrary import path from a file.
     model_class = getattr(transformers, name, None) if isinstance(name, str) else None
-    if not (isinstance(model_class, type) and issubclass(model_class, transformers.PreTrainedModel)):
-        raise ModelFileError(f"{folder / MANIFEST}: architecture {name!r} is not a transformers "
-                             "model class")
+    if not (
+        isinstance(model_class, type) and issubclass(model_class, transformers.PreTrainedModel)
+    ):
+        raise ModelFileError(
+            f"{folder / MANIFEST}: architecture {name!r} is not a transformers model class"
+        )
     return model_class
 
 
-def _validated_layers(folder: Path, manifest: dict[str, Any], config: Any,
-                      adapter_cls: type[ArchAdapter]) -> list[tuple[LayerPlan, int]]:
+def _validated_layers(
+    folder: Path, manifest: dict[str, Any], config: Any, adapter_cls: type[ArchAdapter]
+) -> list[tuple[LayerPlan, int]]:
     """Check the per-layer shapes against the base config before they size any tensor."""
     where = folder / MANIFEST
     entries = manifest.get("layers")
@@ -177,20 +201,25 @@ def _validated_layers(folder: Path, manifest: dict[str, Any], config: Any,
     except Exception as err:
         raise ModelFileError(f"{where}: {err}") from None
     layers = []
-    for i, (entry, lp) in enumerate(zip(entries, plan.layers)):
+    for i, (entry, lp) in enumerate(zip(entries, plan.layers, strict=True)):
         if entry.get("head_dim") != head_dim:
-            raise ModelFileError(f"{where}: layer {i} has head_dim {entry.get('head_dim')!r} "
-                                 f"but config.json implies {head_dim}")
+            raise ModelFileError(
+                f"{where}: layer {i} has head_dim {entry.get('head_dim')!r} "
+                f"but config.json implies {head_dim}"
+            )
         if (lp.heads_kept and lp.heads_kept[-1] >= n_heads) or (
-                lp.ffn_kept and lp.ffn_kept[-1] >= ffn_width):
-            raise ModelFileError(f"{where}: layer {i} keeps indices beyond the config's "
-                                 f"{n_heads} heads / {ffn_width} FFN neurons")
+            lp.ffn_kept and lp.ffn_kept[-1] >= ffn_width
+        ):
+            raise ModelFileError(
+                f"{where}: layer {i} keeps indices beyond the config's "
+                f"{n_heads} heads / {ffn_width} FFN neurons"
+            )
         layers.append((lp, head_dim))
     return layers
 
 
 def _shape_like_saved(adapter: ArchAdapter, layers: list[tuple[LayerPlan, int]]) -> None:
-    for layer, (kept, head_dim) in zip(adapter.layers(), layers):
+    for layer, (kept, head_dim) in zip(adapter.layers(), layers, strict=True):
         attn, ffn = adapter.attention_parts(layer), adapter.ffn_parts(layer)
         width = len(kept.heads_kept) * head_dim
         for proj in (attn.query, attn.key, attn.value):
@@ -204,7 +233,7 @@ def _shape_like_saved(adapter: ArchAdapter, layers: list[tuple[LayerPlan, int]])
         record_kept(layer, kept)
 
 
-def _load_weights(model: nn.Module, path: Path) -> None:
+def _load_weights(model: PreTrainedModel, path: Path) -> None:
     if not path.is_file():
         raise ModelFileError(f"{path} is missing")
     model.tie_weights()  # so that tied names share one tensor before we compare keys
@@ -217,11 +246,13 @@ def _load_weights(model: nn.Module, path: Path) -> None:
         raise ModelFileError(f"{path} does not match {MANIFEST}: {detail[:400]}") from None
     missing = _untied(model, missing)
     if missing or unexpected:
-        raise ModelFileError(f"{path} does not match the model: missing {sorted(missing)[:5]}, "
-                             f"unexpected {sorted(unexpected)[:5]}")
+        raise ModelFileError(
+            f"{path} does not match the model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
 
 
-def _untied(model: nn.Module, missing: list[str]) -> list[str]:
+def _untied(model: PreTrainedModel, missing: list[str]) -> list[str]:
     """The missing keys that are not merely another name of a tensor the file did hold
     (tied weights are stored once)."""
     state = model.state_dict()

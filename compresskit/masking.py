@@ -20,13 +20,13 @@ def mask(model: nn.Module, plan: PruningPlan) -> nn.Module:
     removes. The shapes do not change. Returns the same model."""
     adapter = get_adapter(model)
     plan.validate(model)
-    for layer, want in zip(adapter.layers(), plan.layers):
+    for layer, want in zip(adapter.layers(), plan.layers, strict=True):
         have = kept_in_layer(adapter, layer)
         head_dim = adapter.head_dim(layer)
         out_proj = adapter.attention_parts(layer).output
         for pos, head in enumerate(have.heads_kept):
             if head not in want.heads_kept:
-                out_proj.weight[:, pos * head_dim:(pos + 1) * head_dim] = 0
+                out_proj.weight[:, pos * head_dim : (pos + 1) * head_dim] = 0
         down = adapter.ffn_parts(layer).down
         dropped = [pos for pos, n in enumerate(have.ffn_kept) if n not in set(want.ffn_kept)]
         down.weight[:, dropped] = 0

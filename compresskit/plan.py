@@ -49,12 +49,17 @@ class PruningPlan:
 
     # --- construction -------------------------------------------------------------------
     @classmethod
-    def from_lists(cls, heads_kept: Sequence[Sequence[int]], ffn_kept: Sequence[Sequence[int]]
-                   ) -> PruningPlan:
+    def from_lists(
+        cls, heads_kept: Sequence[Sequence[int]], ffn_kept: Sequence[Sequence[int]]
+    ) -> PruningPlan:
         if len(heads_kept) != len(ffn_kept):
-            raise PlanError(f"{len(heads_kept)} head lists but {len(ffn_kept)} FFN lists: "
-                            "give one of each per layer")
-        return cls(tuple(LayerPlan(tuple(h), tuple(f)) for h, f in zip(heads_kept, ffn_kept)))
+            raise PlanError(
+                f"{len(heads_kept)} head lists but {len(ffn_kept)} FFN lists: "
+                "give one of each per layer"
+            )
+        return cls(
+            tuple(LayerPlan(tuple(h), tuple(f)) for h, f in zip(heads_kept, ffn_kept, strict=True))
+        )
 
     @classmethod
     def of_model(cls, model: nn.Module) -> PruningPlan:
@@ -67,18 +72,24 @@ class PruningPlan:
         return {
             "format": PLAN_FORMAT,
             "version": PLAN_VERSION,
-            "layers": [{"heads_kept": list(lp.heads_kept), "ffn_kept": list(lp.ffn_kept)}
-                       for lp in self.layers],
+            "layers": [
+                {"heads_kept": list(lp.heads_kept), "ffn_kept": list(lp.ffn_kept)}
+                for lp in self.layers
+            ],
         }
 
     @classmethod
     def from_dict(cls, data: Any) -> PruningPlan:
         if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
-            raise PlanError("a plan is an object with a 'layers' list of "
-                            "{'heads_kept': [...], 'ffn_kept': [...]}")
+            raise PlanError(
+                "a plan is an object with a 'layers' list of "
+                "{'heads_kept': [...], 'ffn_kept': [...]}"
+            )
         if data.get("version", PLAN_VERSION) != PLAN_VERSION:
-            raise PlanError(f"plan version {data.get('version')!r} is not supported "
-                            f"(this compresskit reads version {PLAN_VERSION})")
+            raise PlanError(
+                f"plan version {data.get('version')!r} is not supported "
+                f"(this compresskit reads version {PLAN_VERSION})"
+            )
         layers = []
         for i, entry in enumerate(data["layers"]):
             if not isinstance(entry, dict) or not {"heads_kept", "ffn_kept"} <= entry.keys():
@@ -118,26 +129,36 @@ class PruningPlan:
         """Raise PlanError unless this plan can be applied to `model` as it is now."""
         current = PruningPlan.of_model(model)
         if len(self.layers) != len(current.layers):
-            raise PlanError(f"the plan has {len(self.layers)} layers but the model has "
-                            f"{len(current.layers)}")
-        for i, (want, have) in enumerate(zip(self.layers, current.layers)):
-            for kind, wanted, present in (("heads", want.heads_kept, have.heads_kept),
-                                          ("FFN neurons", want.ffn_kept, have.ffn_kept)):
+            raise PlanError(
+                f"the plan has {len(self.layers)} layers but the model has {len(current.layers)}"
+            )
+        for i, (want, have) in enumerate(zip(self.layers, current.layers, strict=True)):
+            for kind, wanted, present in (
+                ("heads", want.heads_kept, have.heads_kept),
+                ("FFN neurons", want.ffn_kept, have.ffn_kept),
+            ):
                 missing = sorted(set(wanted) - set(present))
                 if missing:
                     raise PlanError(
                         f"layer {i}: the plan keeps {kind} {missing[:8]} that the model does "
-                        f"not have (it has {_span(present)}); indices are the dense model's")
+                        f"not have (it has {_span(present)}); indices are the dense model's"
+                    )
 
     def intersect(self, other: PruningPlan) -> PruningPlan:
         """Keep only what both plans keep: e.g. heads chosen by one strategy, FFN by another."""
         if len(self.layers) != len(other.layers):
-            raise PlanError(f"cannot combine plans of {len(self.layers)} and "
-                            f"{len(other.layers)} layers")
-        return PruningPlan(tuple(
-            LayerPlan(tuple(sorted(set(a.heads_kept) & set(b.heads_kept))),
-                      tuple(sorted(set(a.ffn_kept) & set(b.ffn_kept))))
-            for a, b in zip(self.layers, other.layers)))
+            raise PlanError(
+                f"cannot combine plans of {len(self.layers)} and {len(other.layers)} layers"
+            )
+        return PruningPlan(
+            tuple(
+                LayerPlan(
+                    tuple(sorted(set(a.heads_kept) & set(b.heads_kept))),
+                    tuple(sorted(set(a.ffn_kept) & set(b.ffn_kept))),
+                )
+                for a, b in zip(self.layers, other.layers, strict=True)
+            )
+        )
 
     @property
     def heads_per_layer(self) -> list[int]:
@@ -173,8 +194,14 @@ def record_kept(layer: nn.Module, kept: LayerPlan) -> None:
 
 
 # --- from scores to plans ---------------------------------------------------------------------
-def keep_by_score(scores: Sequence[torch.Tensor], ratio: float, *, scope: Scope = "layer",
-                  round_to: int = 1, min_kept: int = 0) -> list[list[int]]:
+def keep_by_score(
+    scores: Sequence[torch.Tensor],
+    ratio: float,
+    *,
+    scope: Scope = "layer",
+    round_to: int = 1,
+    min_kept: int = 0,
+) -> list[list[int]]:
     """Choose, per layer, the positions to keep: remove the `ratio` lowest-scored units.
 
     Args:
@@ -182,7 +209,7 @@ def keep_by_score(scores: Sequence[torch.Tensor], ratio: float, *, scope: Scope 
         ratio: fraction of the units present to remove, in [0, 1).
         scope: rank within each layer ("layer") or across all layers ("global").
         round_to: make each layer's kept count a multiple of this (nearest multiple, ties up);
-            a layer's count is never rounded above what it has.
+            a count above zero never rounds down to zero, and never above what the layer has.
         min_kept: keep at least this many units in every layer (if it has them).
 
     Returns:
@@ -200,8 +227,8 @@ def keep_by_score(scores: Sequence[torch.Tensor], ratio: float, *, scope: Scope 
         counts = _global_keep_counts(scores, ratio)
     else:
         raise PlanError(f"scope must be 'layer' or 'global', got {scope!r}")
-    counts = [_adjust_count(c, n, round_to, min_kept) for c, n in zip(counts, sizes)]
-    return [_top_positions(s, c) for s, c in zip(scores, counts)]
+    counts = [_adjust_count(c, n, round_to, min_kept) for c, n in zip(counts, sizes, strict=True)]
+    return [_top_positions(s, c) for s, c in zip(scores, counts, strict=True)]
 
 
 def _round_half_up(x: float) -> int:
@@ -210,19 +237,25 @@ def _round_half_up(x: float) -> int:
 
 
 def _global_keep_counts(scores: Sequence[torch.Tensor], ratio: float) -> list[int]:
-    flat = torch.cat([s.detach().flatten().double().cpu() for s in scores]) if scores else (
-        torch.zeros(0, dtype=torch.float64))
+    flat = (
+        torch.cat([s.detach().flatten().double().cpu() for s in scores])
+        if scores
+        else (torch.zeros(0, dtype=torch.float64))
+    )
     n_remove = _round_half_up(ratio * flat.numel())
-    layer_of = torch.cat([torch.full((int(s.numel()),), i) for i, s in enumerate(scores)]) \
-        if scores else torch.zeros(0, dtype=torch.long)
+    layer_of = (
+        torch.cat([torch.full((int(s.numel()),), i) for i, s in enumerate(scores)])
+        if scores
+        else torch.zeros(0, dtype=torch.long)
+    )
     order = _stable_ascending(flat)
     removed = layer_of[order[:n_remove]]
     return [int(s.numel()) - int((removed == i).sum()) for i, s in enumerate(scores)]
 
 
 def _adjust_count(count: int, size: int, round_to: int, min_kept: int) -> int:
-    if round_to > 1:
-        count = min(size, round_to * _round_half_up(count / round_to))
+    if round_to > 1 and count > 0:
+        count = min(size, round_to * max(1, _round_half_up(count / round_to)))
     return min(size, max(count, min_kept))
 
 
@@ -236,14 +269,23 @@ def _stable_ascending(values: torch.Tensor) -> torch.Tensor:
 def _top_positions(scores: torch.Tensor, count: int) -> list[int]:
     values = scores.detach().flatten().double().cpu()
     order = _stable_ascending(values)
-    kept = order[values.numel() - count:] if count else order[:0]
+    kept = order[values.numel() - count :] if count else order[:0]
     return sorted(int(i) for i in kept)
 
 
-def plan_from_scores(model: nn.Module, head_scores: Sequence[torch.Tensor],
-                     ffn_scores: Sequence[torch.Tensor], *, heads_ratio: float, ffn_ratio: float,
-                     heads_scope: Scope = "layer", ffn_scope: Scope = "global",
-                     round_to: int = 1, min_heads: int = 0, min_ffn: int = 0) -> PruningPlan:
+def plan_from_scores(
+    model: nn.Module,
+    head_scores: Sequence[torch.Tensor],
+    ffn_scores: Sequence[torch.Tensor],
+    *,
+    heads_ratio: float,
+    ffn_ratio: float,
+    heads_scope: Scope = "layer",
+    ffn_scope: Scope = "global",
+    round_to: int = 1,
+    min_heads: int = 0,
+    min_ffn: int = 0,
+) -> PruningPlan:
     """Turn per-head and per-neuron scores of `model` (as it is now) into a plan.
 
     Ratios are fractions of the units the model has now; `round_to` applies to FFN widths.
@@ -253,11 +295,15 @@ def plan_from_scores(model: nn.Module, head_scores: Sequence[torch.Tensor],
     _check_score_shapes("head", head_scores, current.heads_per_layer)
     _check_score_shapes("FFN", ffn_scores, current.ffn_per_layer)
     heads_pos = keep_by_score(head_scores, heads_ratio, scope=heads_scope, min_kept=min_heads)
-    ffn_pos = keep_by_score(ffn_scores, ffn_ratio, scope=ffn_scope, round_to=round_to,
-                            min_kept=min_ffn)
-    return PruningPlan(tuple(
-        LayerPlan(tuple(lp.heads_kept[p] for p in hp), tuple(lp.ffn_kept[p] for p in fp))
-        for lp, hp, fp in zip(current.layers, heads_pos, ffn_pos)))
+    ffn_pos = keep_by_score(
+        ffn_scores, ffn_ratio, scope=ffn_scope, round_to=round_to, min_kept=min_ffn
+    )
+    return PruningPlan(
+        tuple(
+            LayerPlan(tuple(lp.heads_kept[p] for p in hp), tuple(lp.ffn_kept[p] for p in fp))
+            for lp, hp, fp in zip(current.layers, heads_pos, ffn_pos, strict=True)
+        )
+    )
 
 
 def _check_score_shapes(kind: str, scores: Sequence[torch.Tensor], expected: list[int]) -> None:

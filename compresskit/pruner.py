@@ -33,18 +33,23 @@ def prune(model: nn.Module, plan: PruningPlan) -> nn.Module:
     plan.validate(model)
     layers = adapter.layers()
     current = [kept_in_layer(adapter, layer) for layer in layers]
-    if all(c == p for c, p in zip(current, plan.layers)):
+    if all(c == p for c, p in zip(current, plan.layers, strict=True)):
         return model
     graph = _build_graph(model)
-    for layer, have, want in zip(layers, current, plan.layers):
+    for layer, have, want in zip(layers, current, plan.layers, strict=True):
         _prune_layer(graph, adapter, layer, have, want)
         record_kept(layer, want)
         _check_layer(adapter, layer, want)
     return model
 
 
-def _prune_layer(graph: tp.DependencyGraph, adapter: ArchAdapter, layer: nn.Module,
-                 have: LayerPlan, want: LayerPlan) -> None:
+def _prune_layer(
+    graph: tp.DependencyGraph,
+    adapter: ArchAdapter,
+    layer: nn.Module,
+    have: LayerPlan,
+    want: LayerPlan,
+) -> None:
     head_dim = adapter.head_dim(layer)
     drop_heads = _positions_dropped(have.heads_kept, want.heads_kept)
     if drop_heads:
@@ -75,13 +80,20 @@ def _check_layer(adapter: ArchAdapter, layer: nn.Module, want: LayerPlan) -> Non
     parts = adapter.attention_parts(layer)
     width = len(want.heads_kept) * adapter.head_dim(layer)
     ffn = adapter.ffn_parts(layer)
-    shapes = (parts.query.out_features, parts.key.out_features, parts.value.out_features,
-              parts.output.in_features, ffn.up.out_features, ffn.down.in_features)
+    shapes = (
+        parts.query.out_features,
+        parts.key.out_features,
+        parts.value.out_features,
+        parts.output.in_features,
+        ffn.up.out_features,
+        ffn.down.in_features,
+    )
     expected = (width, width, width, width, len(want.ffn_kept), len(want.ffn_kept))
     if shapes != expected:
         raise PlanError(
             f"pruning produced shapes {shapes} instead of {expected}: is something "
-            "(a gate, a hook, a wrapper) coupled to this layer's projections? Remove it and retry")
+            "(a gate, a hook, a wrapper) coupled to this layer's projections? Remove it and retry"
+        )
 
 
 def _build_graph(model: nn.Module) -> tp.DependencyGraph:

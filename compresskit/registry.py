@@ -51,8 +51,10 @@ def register_strategy(name: str) -> Callable[[S], S]:
     def decorate(cls: S) -> S:
         existing = _registry.get(name)
         if existing is not None and existing is not cls:
-            raise ValueError(f"strategy {name!r} is already registered by "
-                             f"{existing.__module__}.{existing.__qualname__}")
+            raise ValueError(
+                f"strategy {name!r} is already registered by "
+                f"{existing.__module__}.{existing.__qualname__}"
+            )
         cls.name = name
         _registry[name] = cls
         return cls
@@ -77,8 +79,9 @@ def _discover() -> None:
         try:
             cls = ep.load()
         except Exception as err:
-            raise CompressKitError(f"the strategy plugin {ep.name!r} ({ep.value}) failed to "
-                                   f"import: {err}") from err
+            raise CompressKitError(
+                f"the strategy plugin {ep.name!r} ({ep.value}) failed to import: {err}"
+            ) from err
         register_strategy(ep.name)(cls)
 
 
@@ -92,8 +95,9 @@ def get_strategy_class(name: str) -> type[Strategy]:
     try:
         return _registry[name]
     except KeyError:
-        raise UnknownStrategyError(f"unknown strategy {name!r}; known strategies: "
-                                   f"{', '.join(sorted(_registry))}") from None
+        raise UnknownStrategyError(
+            f"unknown strategy {name!r}; known strategies: {', '.join(sorted(_registry))}"
+        ) from None
 
 
 def get_strategy(name: str, **options: Any) -> Strategy:

@@ -39,19 +39,28 @@ class ModelStats:
 
     def table(self, baseline: ModelStats | None = None) -> str:
         """A per-layer text table; with `baseline`, the totals show the reduction."""
-        header = f"{'layer':>5} {'heads':>5} {'head_dim':>8} {'ffn':>6} {'params':>11} " \
-                 f"{'MACs@' + str(self.seq_len):>12}"
-        rows = [f"{s.index:>5} {s.heads:>5} {s.head_dim:>8} {s.ffn_width:>6} "
-                f"{s.params:>11,} {_mega(s.macs):>12}" for s in self.layers]
-        total = f"{'total':>5} {sum(s.heads for s in self.layers):>5} {'':>8} " \
-                f"{sum(s.ffn_width for s in self.layers):>6} {self.params:>11,} " \
-                f"{_mega(self.macs):>12}"
+        header = (
+            f"{'layer':>5} {'heads':>5} {'head_dim':>8} {'ffn':>6} {'params':>11} "
+            f"{'MACs@' + str(self.seq_len):>12}"
+        )
+        rows = [
+            f"{s.index:>5} {s.heads:>5} {s.head_dim:>8} {s.ffn_width:>6} "
+            f"{s.params:>11,} {_mega(s.macs):>12}"
+            for s in self.layers
+        ]
+        total = (
+            f"{'total':>5} {sum(s.heads for s in self.layers):>5} {'':>8} "
+            f"{sum(s.ffn_width for s in self.layers):>6} {self.params:>11,} "
+            f"{_mega(self.macs):>12}"
+        )
         lines = [header, *rows, total]
         if baseline is not None:
-            lines.append(f"params {baseline.params:,} -> {self.params:,} "
-                         f"({baseline.params / max(self.params, 1):.2f}x smaller); "
-                         f"encoder MACs {_mega(baseline.macs)} -> {_mega(self.macs)} "
-                         f"({baseline.macs / max(self.macs, 1):.2f}x fewer)")
+            lines.append(
+                f"params {baseline.params:,} -> {self.params:,} "
+                f"({baseline.params / max(self.params, 1):.2f}x smaller); "
+                f"encoder MACs {_mega(baseline.macs)} -> {_mega(self.macs)} "
+                f"({baseline.macs / max(self.macs, 1):.2f}x fewer)"
+            )
         return "\n".join(lines)
 
 
@@ -61,8 +70,11 @@ def _mega(macs: int) -> str:
 
 def layer_macs(seq_len: int, hidden: int, heads: int, head_dim: int, ffn_width: int) -> int:
     width = heads * head_dim
-    return 4 * seq_len * hidden * width + 2 * heads * seq_len**2 * head_dim \
+    return (
+        4 * seq_len * hidden * width
+        + 2 * heads * seq_len**2 * head_dim
         + 2 * seq_len * hidden * ffn_width
+    )
 
 
 def count_params(module: nn.Module) -> int:
@@ -83,11 +95,20 @@ def dense_stats(model: nn.Module, seq_len: int = 128) -> ModelStats:
     pruned = model_stats(model, seq_len)
     layers = []
     for s in pruned.layers:
-        extra = (heads - s.heads) * (4 * hidden * head_dim + 3 * head_dim) \
-            + (ffn - s.ffn_width) * (2 * hidden + 1)
-        layers.append(LayerStats(s.index, heads, head_dim, ffn, s.params + extra,
-                                 layer_macs(seq_len, hidden, heads, head_dim, ffn)))
-    added = sum(d.params - s.params for d, s in zip(layers, pruned.layers))
+        extra = (heads - s.heads) * (4 * hidden * head_dim + 3 * head_dim) + (ffn - s.ffn_width) * (
+            2 * hidden + 1
+        )
+        layers.append(
+            LayerStats(
+                s.index,
+                heads,
+                head_dim,
+                ffn,
+                s.params + extra,
+                layer_macs(seq_len, hidden, heads, head_dim, ffn),
+            )
+        )
+    added = sum(d.params - s.params for d, s in zip(layers, pruned.layers, strict=True))
     return ModelStats(seq_len, pruned.params + added, sum(s.macs for s in layers), tuple(layers))
 
 
@@ -96,8 +117,19 @@ def model_stats(model: nn.Module, seq_len: int = 128) -> ModelStats:
     hidden = adapter.hidden_size()
     layers = []
     for i, layer in enumerate(adapter.layers()):
-        heads, head_dim, ffn = adapter.num_heads(layer), adapter.head_dim(layer), \
-            adapter.ffn_width(layer)
-        layers.append(LayerStats(i, heads, head_dim, ffn, count_params(layer),
-                                 layer_macs(seq_len, hidden, heads, head_dim, ffn)))
+        heads, head_dim, ffn = (
+            adapter.num_heads(layer),
+            adapter.head_dim(layer),
+            adapter.ffn_width(layer),
+        )
+        layers.append(
+            LayerStats(
+                i,
+                heads,
+                head_dim,
+                ffn,
+                count_params(layer),
+                layer_macs(seq_len, hidden, heads, head_dim, ffn),
+            )
+        )
     return ModelStats(seq_len, count_params(model), sum(s.macs for s in layers), tuple(layers))

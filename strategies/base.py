@@ -43,13 +43,19 @@ class StrategyConfig:
     def __post_init__(self) -> None:
         for name in ("heads_ratio", "ffn_ratio"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name} must be a number in [0, 1) (the fraction removed), "
-                                  f"got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0.0 <= value < 1.0
+            ):
+                raise ConfigError(
+                    f"{name} must be a number in [0, 1) (the fraction removed), got {value!r}"
+                )
         for name in ("heads_scope", "ffn_scope"):
             if getattr(self, name) not in ("layer", "global"):
-                raise ConfigError(f"{name} must be 'layer' or 'global', got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"{name} must be 'layer' or 'global', got {getattr(self, name)!r}"
+                )
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise ConfigError(f"round_to must be a positive integer, got {self.round_to!r}")
         if not isinstance(self.seed, int):
@@ -63,8 +69,10 @@ class StrategyConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
-                              f"known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         return cls(**values)
 
 
@@ -90,27 +98,41 @@ class Strategy:
         if config is None:
             config = self.Config.from_dict(options)
         elif not isinstance(config, self.Config):
-            raise ConfigError(f"{type(self).__name__} takes a {self.Config.__name__}, "
-                              f"got {type(config).__name__}")
+            raise ConfigError(
+                f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}"
+            )
         self.config = config
 
-    def scores(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None = None
-               ) -> Scores:
+    def scores(
+        self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None = None
+    ) -> Scores:
         raise NotImplementedError
 
-    def plan(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None = None
-             ) -> PruningPlan:
+    def plan(
+        self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None = None
+    ) -> PruningPlan:
         """Score `model` and keep the best heads and neurons at the configured ratios."""
         s = self.scores(model, batches)
         c = self.config
-        return plan_from_scores(model, s.heads, s.ffn, heads_ratio=c.heads_ratio,
-                                ffn_ratio=c.ffn_ratio, heads_scope=c.heads_scope,
-                                ffn_scope=c.ffn_scope, round_to=c.round_to)
+        return plan_from_scores(
+            model,
+            s.heads,
+            s.ffn,
+            heads_ratio=c.heads_ratio,
+            ffn_ratio=c.ffn_ratio,
+            heads_scope=c.heads_scope,
+            ffn_scope=c.ffn_scope,
+            round_to=c.round_to,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """What `compresskit.json` records: enough to build the same strategy again."""
-        return {"strategy": self.name, "config_type": type(self.config).__name__,
-                "version": self.config.version, "config": self.config.to_dict()}
+        return {
+            "strategy": self.name,
+            "config_type": type(self.config).__name__,
+            "version": self.config.version,
+            "config": self.config.to_dict(),
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

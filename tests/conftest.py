@@ -20,34 +20,68 @@ VOCAB = 64
 
 # Every (model_type, model class) that compresskit must support; tests parametrise over it.
 ARCHITECTURES: dict[str, list[str]] = {
-    "bert": ["BertModel", "BertForSequenceClassification", "BertForTokenClassification",
-             "BertForQuestionAnswering", "BertForMaskedLM", "BertForPreTraining"],
+    "bert": [
+        "BertModel",
+        "BertForSequenceClassification",
+        "BertForTokenClassification",
+        "BertForQuestionAnswering",
+        "BertForMaskedLM",
+        "BertForPreTraining",
+    ],
     "roberta": ["RobertaModel", "RobertaForSequenceClassification", "RobertaForMaskedLM"],
-    "distilbert": ["DistilBertModel", "DistilBertForSequenceClassification",
-                   "DistilBertForQuestionAnswering", "DistilBertForMaskedLM"],
+    "distilbert": [
+        "DistilBertModel",
+        "DistilBertForSequenceClassification",
+        "DistilBertForQuestionAnswering",
+        "DistilBertForMaskedLM",
+    ],
 }
 ALL_MODEL_CLASSES = [(t, c) for t, classes in ARCHITECTURES.items() for c in classes]
 
 
-def tiny_config(model_type: str, *, layers: int = 3, heads: int = 4, head_dim: int = 8,
-                ffn: int = 40, attn: str = "eager") -> transformers.PretrainedConfig:
+def tiny_config(
+    model_type: str,
+    *,
+    layers: int = 3,
+    heads: int = 4,
+    head_dim: int = 8,
+    ffn: int = 40,
+    attn: str = "eager",
+) -> transformers.PretrainedConfig:
     hidden = heads * head_dim
     if model_type == "distilbert":
-        config = transformers.DistilBertConfig(vocab_size=VOCAB, dim=hidden, n_layers=layers,
-                                               n_heads=heads, hidden_dim=ffn,
-                                               max_position_embeddings=64)
+        config = transformers.DistilBertConfig(
+            vocab_size=VOCAB,
+            dim=hidden,
+            n_layers=layers,
+            n_heads=heads,
+            hidden_dim=ffn,
+            max_position_embeddings=64,
+        )
     else:
         config_class = transformers.AutoConfig.for_model(model_type).__class__
-        config = config_class(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
-                              num_attention_heads=heads, intermediate_size=ffn,
-                              max_position_embeddings=72, type_vocab_size=2, pad_token_id=1)
+        config = config_class(
+            vocab_size=VOCAB,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ffn,
+            max_position_embeddings=72,
+            type_vocab_size=2,
+            pad_token_id=1,
+        )
     config.num_labels = 2  # question answering needs exactly 2 (start, end)
     config._attn_implementation = attn
     return config
 
 
-def tiny_model(model_type: str = "bert", class_name: str | None = None, *, seed: int = 0,
-               **config_kwargs: object) -> nn.Module:
+def tiny_model(
+    model_type: str = "bert",
+    class_name: str | None = None,
+    *,
+    seed: int = 0,
+    **config_kwargs: object,
+) -> nn.Module:
     class_name = class_name or ARCHITECTURES[model_type][1]
     torch.manual_seed(seed)
     model = getattr(transformers, class_name)(tiny_config(model_type, **config_kwargs))
@@ -64,14 +98,15 @@ def _spread_weights(model: nn.Module) -> None:
             p.normal_(0.0, 0.3)
 
 
-def batch(model: nn.Module, *, batch_size: int = 3, seq_len: int = 11, seed: int = 1
-          ) -> dict[str, torch.Tensor]:
+def batch(
+    model: nn.Module, *, batch_size: int = 3, seq_len: int = 11, seed: int = 1
+) -> dict[str, torch.Tensor]:
     """Random ids with right padding in all but the first row."""
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(3, VOCAB, (batch_size, seq_len), generator=g)
     attention_mask = torch.ones_like(input_ids)
     for row in range(1, batch_size):
-        attention_mask[row, seq_len - 2 * row:] = 0
+        attention_mask[row, seq_len - 2 * row :] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 

@@ -17,8 +17,9 @@ def outputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torc
     return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
 
 
-def max_diff_at_tokens(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
-                       attention_mask: torch.Tensor) -> float:
+def max_diff_at_tokens(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], attention_mask: torch.Tensor
+) -> float:
     """Largest difference over real (non-padding) positions. Outputs at padded positions
     are meaningless and, in float32, differ by rounding noise even between two runs of
     mathematically identical models (see test_pruner's float64 test)."""
@@ -34,13 +35,14 @@ def max_diff_at_tokens(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
     return worst
 
 
-def assert_pruned_equals_masked(model: nn.Module, plan: PruningPlan,
-                                inputs: dict[str, torch.Tensor], atol: float = 1e-5
-                                ) -> nn.Module:
+def assert_pruned_equals_masked(
+    model: nn.Module, plan: PruningPlan, inputs: dict[str, torch.Tensor], atol: float = 1e-5
+) -> nn.Module:
     """Prune a copy of `model` with `plan` and check it computes what the masked model does."""
     masked = compresskit.mask(copy.deepcopy(model), plan)
     pruned = compresskit.prune(copy.deepcopy(model), plan)
-    diff = max_diff_at_tokens(outputs(masked, inputs), outputs(pruned, inputs),
-                              inputs["attention_mask"])
+    diff = max_diff_at_tokens(
+        outputs(masked, inputs), outputs(pruned, inputs), inputs["attention_mask"]
+    )
     assert diff <= atol, f"pruned differs from masked by {diff:.3g} (> {atol})"
     return pruned

@@ -24,7 +24,8 @@ def adapter_class(model_type: str) -> type[ArchAdapter]:
     except KeyError:
         raise UnsupportedModelError(
             f"model type {model_type!r} is not supported; supported types: "
-            f"{', '.join(supported_model_types())}") from None
+            f"{', '.join(supported_model_types())}"
+        ) from None
 
 
 def get_adapter(model: nn.Module) -> ArchAdapter:
@@ -34,9 +35,16 @@ def get_adapter(model: nn.Module) -> ArchAdapter:
     if model_type is None:
         raise UnsupportedModelError(
             f"{type(model).__name__} has no config.model_type: pass a transformers model "
-            f"of a supported type ({', '.join(supported_model_types())})")
+            f"of a supported type ({', '.join(supported_model_types())})"
+        )
     return adapter_class(model_type)(model)
 
 
-__all__ = ["ArchAdapter", "AttentionParts", "FFNParts", "adapter_class", "get_adapter",
-           "supported_model_types"]
+__all__ = [
+    "ArchAdapter",
+    "AttentionParts",
+    "FFNParts",
+    "adapter_class",
+    "get_adapter",
+    "supported_model_types",
+]

@@ -29,7 +29,7 @@ class AttentionParts:
 
 @dataclass(frozen=True)
 class FFNParts:
-    """The two linears of one feed-forward block: hidden -> width (`up`), width -> hidden (`down`)."""
+    """The two linears of one feed-forward block: `up` (hidden -> width), `down` (back)."""
 
     up: nn.Linear
     down: nn.Linear
@@ -44,8 +44,8 @@ class ArchAdapter:
 
     model_types: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: Any) -> None:
+        self.model = model  # a transformers PreTrainedModel (its modules are untyped)
 
     # --- lookups each family implements -------------------------------------------------
     @classmethod
@@ -53,44 +53,45 @@ class ArchAdapter:
         """(layers, heads, head_dim, ffn_width) of the dense model a config describes."""
         raise NotImplementedError
 
-    def layers(self) -> list[nn.Module]:
+    def layers(self) -> list[Any]:
         """The transformer layers, in order."""
         raise NotImplementedError
 
-    def attention_module(self, layer: nn.Module) -> nn.Module:
+    def attention_module(self, layer: Any) -> Any:
         """The module that splits into heads (holds the head-count attributes)."""
         raise NotImplementedError
 
-    def attention_parts(self, layer: nn.Module) -> AttentionParts:
+    def attention_parts(self, layer: Any) -> AttentionParts:
         raise NotImplementedError
 
-    def ffn_parts(self, layer: nn.Module) -> FFNParts:
+    def ffn_parts(self, layer: Any) -> FFNParts:
         raise NotImplementedError
 
-    def set_head_count(self, layer: nn.Module, num_heads: int) -> None:
+    def set_head_count(self, layer: Any, num_heads: int) -> None:
         """Make the attention module's attributes agree with `num_heads` heads."""
         raise NotImplementedError
 
-    def make_headless(self, layer: nn.Module) -> None:
+    def make_headless(self, layer: Any) -> None:
         """Replace the attention module by one that runs with zero heads (bias only)."""
         raise NotImplementedError
 
     # --- shared ---------------------------------------------------------------------------
-    def head_dim(self, layer: nn.Module) -> int:
+    def head_dim(self, layer: Any) -> int:
         return int(self.attention_module(layer).attention_head_size)
 
-    def num_heads(self, layer: nn.Module) -> int:
+    def num_heads(self, layer: Any) -> int:
         return self.attention_parts(layer).output.in_features // self.head_dim(layer)
 
-    def ffn_width(self, layer: nn.Module) -> int:
+    def ffn_width(self, layer: Any) -> int:
         return self.ffn_parts(layer).down.in_features
 
     def hidden_size(self) -> int:
         return self.attention_parts(self.layers()[0]).output.out_features
 
 
-def set_linear_width(linear: nn.Linear, *, in_features: int | None = None,
-                     out_features: int | None = None) -> None:
+def set_linear_width(
+    linear: nn.Linear, *, in_features: int | None = None, out_features: int | None = None
+) -> None:
     """Resize a Linear's parameters in place (values undefined), keeping dtype and device.
 
     Used to give a freshly built skeleton the shapes of a saved pruned model before its
@@ -101,5 +102,7 @@ def set_linear_width(linear: nn.Linear, *, in_features: int | None = None,
     weight = linear.weight
     linear.weight = nn.Parameter(weight.new_empty(n_out, n_in), requires_grad=weight.requires_grad)
     if linear.bias is not None:
-        linear.bias = nn.Parameter(linear.bias.new_empty(n_out), requires_grad=linear.bias.requires_grad)
+        linear.bias = nn.Parameter(
+            linear.bias.new_empty(n_out), requires_grad=linear.bias.requires_grad
+        )
     linear.in_features, linear.out_features = n_in, n_out

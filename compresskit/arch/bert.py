@@ -27,8 +27,9 @@ class HeadlessBertSelfAttention(nn.Module):
         self.attention_head_size = head_size
         self.all_head_size = 0
 
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
-                ) -> tuple[torch.Tensor, None]:
+    def forward(
+        self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, None]:
         return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
 
 
@@ -38,31 +39,36 @@ class BertAdapter(ArchAdapter):
     @classmethod
     def config_shape(cls, config: Any) -> tuple[int, int, int, int]:
         heads = config.num_attention_heads
-        return (config.num_hidden_layers, heads, config.hidden_size // heads,
-                config.intermediate_size)
+        return (
+            config.num_hidden_layers,
+            heads,
+            config.hidden_size // heads,
+            config.intermediate_size,
+        )
 
-    def layers(self) -> list[nn.Module]:
+    def layers(self) -> list[Any]:
         return list(self.model.base_model.encoder.layer)
 
-    def attention_module(self, layer: nn.Module) -> nn.Module:
+    def attention_module(self, layer: Any) -> Any:
         return layer.attention.self
 
-    def attention_parts(self, layer: nn.Module) -> AttentionParts:
+    def attention_parts(self, layer: Any) -> AttentionParts:
         attn = layer.attention.self
         return AttentionParts(attn.query, attn.key, attn.value, layer.attention.output.dense)
 
-    def ffn_parts(self, layer: nn.Module) -> FFNParts:
+    def ffn_parts(self, layer: Any) -> FFNParts:
         return FFNParts(layer.intermediate.dense, layer.output.dense)
 
-    def set_head_count(self, layer: nn.Module, num_heads: int) -> None:
+    def set_head_count(self, layer: Any, num_heads: int) -> None:
         attn = layer.attention.self
         attn.num_attention_heads = num_heads
         attn.all_head_size = num_heads * attn.attention_head_size
         # `scaling` is 1/sqrt(head_dim) of the original head size: it must not change.
 
-    def make_headless(self, layer: nn.Module) -> None:
+    def make_headless(self, layer: Any) -> None:
         attn = layer.attention.self
         if isinstance(attn, HeadlessBertSelfAttention):
             return
         layer.attention.self = HeadlessBertSelfAttention(
-            attn.query, attn.key, attn.value, attn.attention_head_size)
+            attn.query, attn.key, attn.value, attn.attention_head_size
+        )

@@ -16,15 +16,22 @@ class HeadlessDistilBertSelfAttention(nn.Module):
     projection's bias at every position (what the masked dense model computes). The
     zero-width projections stay as children so the state-dict keys do not change."""
 
-    def __init__(self, q_lin: nn.Linear, k_lin: nn.Linear, v_lin: nn.Linear, out_lin: nn.Linear,
-                 head_size: int) -> None:
+    def __init__(
+        self,
+        q_lin: nn.Linear,
+        k_lin: nn.Linear,
+        v_lin: nn.Linear,
+        out_lin: nn.Linear,
+        head_size: int,
+    ) -> None:
         super().__init__()
         self.q_lin, self.k_lin, self.v_lin, self.out_lin = q_lin, k_lin, v_lin, out_lin
         self.n_heads = 0
         self.attention_head_size = head_size
 
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
-                ) -> tuple[torch.Tensor, None]:
+    def forward(
+        self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, None]:
         empty = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
         return self.out_lin(empty), None
 
@@ -36,27 +43,28 @@ class DistilBertAdapter(ArchAdapter):
     def config_shape(cls, config: Any) -> tuple[int, int, int, int]:
         return config.n_layers, config.n_heads, config.dim // config.n_heads, config.hidden_dim
 
-    def layers(self) -> list[nn.Module]:
+    def layers(self) -> list[Any]:
         return list(self.model.base_model.transformer.layer)
 
-    def attention_module(self, layer: nn.Module) -> nn.Module:
+    def attention_module(self, layer: Any) -> Any:
         return layer.attention
 
-    def attention_parts(self, layer: nn.Module) -> AttentionParts:
+    def attention_parts(self, layer: Any) -> AttentionParts:
         attn = layer.attention
         return AttentionParts(attn.q_lin, attn.k_lin, attn.v_lin, attn.out_lin)
 
-    def ffn_parts(self, layer: nn.Module) -> FFNParts:
+    def ffn_parts(self, layer: Any) -> FFNParts:
         return FFNParts(layer.ffn.lin1, layer.ffn.lin2)
 
-    def set_head_count(self, layer: nn.Module, num_heads: int) -> None:
+    def set_head_count(self, layer: Any, num_heads: int) -> None:
         layer.attention.n_heads = num_heads
         # `dim` stays the hidden size (the residual width); `scaling` keeps the original
         # 1/sqrt(head_dim).
 
-    def make_headless(self, layer: nn.Module) -> None:
+    def make_headless(self, layer: Any) -> None:
         attn = layer.attention
         if isinstance(attn, HeadlessDistilBertSelfAttention):
             return
         layer.attention = HeadlessDistilBertSelfAttention(
-            attn.q_lin, attn.k_lin, attn.v_lin, attn.out_lin, attn.attention_head_size)
+            attn.q_lin, attn.k_lin, attn.v_lin, attn.out_lin, attn.attention_head_size
+        )
