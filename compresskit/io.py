@@ -48,15 +48,22 @@ def save(
     crash never leaves a half-written model. `extra` is merged into compresskit.json (how the
     model was pruned, for example).
     """
-    adapter = get_adapter(model)
     with atomic_directory(directory, overwrite=overwrite) as tmp:
-        model.config.save_pretrained(tmp)
-        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        manifest = _manifest(model, adapter) | (extra or {})
-        (tmp / MANIFEST).write_text(dumps(manifest) + "\n", encoding="utf-8")
+        write_model(model, tmp, tokenizer, extra=extra)
     return Path(directory)
+
+
+def write_model(model: PreTrainedModel, folder: Path, tokenizer: Any = None, *,
+                extra: dict[str, Any] | None = None) -> None:
+    """The files of `save`, written into an existing folder (no atomicity: callers that
+    add files of their own wrap it in `atomic_directory`)."""
+    adapter = get_adapter(model)
+    model.config.save_pretrained(folder)
+    save_model(model, str(folder / WEIGHTS), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    manifest = _manifest(model, adapter) | (extra or {})
+    (folder / MANIFEST).write_text(dumps(manifest) + "\n", encoding="utf-8")
 
 
 def _manifest(model: PreTrainedModel, adapter: ArchAdapter) -> dict[str, Any]:
