@@ -56,9 +56,9 @@ class StrategyConfig:
                 raise ConfigError(
                     f"{name} must be 'layer' or 'global', got {getattr(self, name)!r}"
                 )
-        if not isinstance(self.round_to, int) or self.round_to < 1:
+        if not _is_int(self.round_to) or self.round_to < 1:
             raise ConfigError(f"round_to must be a positive integer, got {self.round_to!r}")
-        if not isinstance(self.seed, int):
+        if not _is_int(self.seed):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +74,10 @@ class StrategyConfig:
                 f"known: {', '.join(sorted(known))}"
             )
         return cls(**values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

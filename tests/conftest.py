@@ -18,6 +18,10 @@ GLUE = SHARED / "data" / "glue"
 
 VOCAB = 64
 
+# Tiny models run fastest on one thread; with two, thread hand-offs dominate (and on a busy
+# 2-core machine a tiny forward pass was seen to take 200x longer).
+torch.set_num_threads(1)
+
 # Every (model_type, model class) that compresskit must support; tests parametrise over it.
 ARCHITECTURES: dict[str, list[str]] = {
     "bert": [

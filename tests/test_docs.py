@@ -1,0 +1,22 @@
+"""The runnable examples in docs/ run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import MINILM, REPO, SHARED
+
+
+def python_blocks(doc: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (REPO / "docs" / doc).read_text(), flags=re.S)
+
+
+@pytest.mark.real
+def test_python_api_example_runs(tmp_path, monkeypatch, minilm_path):
+    monkeypatch.chdir(tmp_path)
+    (code,) = python_blocks("python-api.md")
+    exec(compile(code.replace("../shared", str(SHARED)), "python-api.md", "exec"), {})
+    assert (tmp_path / "out" / "api-example" / "compresskit.json").is_file()
+    assert MINILM.is_dir()
