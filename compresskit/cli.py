@@ -84,13 +84,20 @@ _JOB_KEYS = ("model", "strategy", "output", "overwrite", "seq_len", "trust_remot
 @click.option("--heads-ratio", type=float, help="Fraction of attention heads to remove, [0, 1).")
 @click.option("--ffn-ratio", type=float, help="Fraction of FFN neurons to remove, [0, 1).")
 @click.option("--output", type=click.Path(path_type=Path), help="Folder to write the model to.")
-@click.option("--recipe", type=click.Path(path_type=Path),
-              help="YAML or JSON file with any of these options; flags override it.")
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path),
+    help="YAML or JSON file with any of these options; flags override it.",
+)
 @click.option("--seed", type=int, help="Seed for strategies that draw random numbers.")
 @click.option("--seq-len", type=click.IntRange(min=1), help="Sequence length for MACs [128].")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output.")
-@click.option("--trust-remote-code", is_flag=True, default=None,
-              help="Allow a hub model's own Python code to run (off by default).")
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    default=None,
+    help="Allow a hub model's own Python code to run (off by default).",
+)
 def prune(recipe: Path | None, **flags: Any) -> None:
     """Prune a model with a one-shot strategy, save it and print the per-layer table."""
     from compresskit.pipeline import PruneJob, run_prune
@@ -101,11 +108,17 @@ def prune(recipe: Path | None, **flags: Any) -> None:
         if required not in settings:
             raise click.UsageError(f"--{required} is required (or set {required!r} in --recipe)")
     job = {k: settings.pop(k) for k in _JOB_KEYS if k in settings}
-    report = run_prune(PruneJob(model=str(job["model"]), strategy=str(job["strategy"]),
-                                output=Path(job["output"]), options=settings,
-                                overwrite=bool(job.get("overwrite", False)),
-                                seq_len=int(job.get("seq_len", 128)),
-                                trust_remote_code=bool(job.get("trust_remote_code", False))))
+    report = run_prune(
+        PruneJob(
+            model=str(job["model"]),
+            strategy=str(job["strategy"]),
+            output=Path(job["output"]),
+            options=settings,
+            overwrite=bool(job.get("overwrite", False)),
+            seq_len=int(job.get("seq_len", 128)),
+            trust_remote_code=bool(job.get("trust_remote_code", False)),
+        )
+    )
     click.echo(f"{job['model']} pruned with {job['strategy']} -> {job['output']}")
     click.echo(report.table())
 

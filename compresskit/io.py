@@ -53,8 +53,13 @@ def save(
     return Path(directory)
 
 
-def write_model(model: PreTrainedModel, folder: Path, tokenizer: Any = None, *,
-                extra: dict[str, Any] | None = None) -> None:
+def write_model(
+    model: PreTrainedModel,
+    folder: Path,
+    tokenizer: Any = None,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """The files of `save`, written into an existing folder (no atomicity: callers that
     add files of their own wrap it in `atomic_directory`)."""
     adapter = get_adapter(model)

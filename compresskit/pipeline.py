@@ -70,8 +70,10 @@ def run_prune(job: PruneJob) -> PruneReport:
     `compresskit.json` (plan and strategy) and `report.json` (params and MACs)."""
     strategy = get_strategy_class(job.strategy)(**job.options)  # validates before any work
     if strategy.kind != "one-shot" or strategy.needs_data:
-        raise ConfigError(f"strategy {job.strategy!r} needs training data; training options "
-                          "(--task, --data) are not available in this version")
+        raise ConfigError(
+            f"strategy {job.strategy!r} needs training data; training options "
+            "(--task, --data) are not available in this version"
+        )
     _check_output_free(job)
     seconds: dict[str, float] = {}
     with _timed(seconds, "load"):
@@ -93,8 +95,9 @@ def run_prune(job: PruneJob) -> PruneReport:
 def _check_output_free(job: PruneJob) -> None:
     out = job.output
     if out.exists() and not job.overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExistsError(f"output {out} already exists: choose another folder or pass "
-                                "--overwrite")
+        raise OutputExistsError(
+            f"output {out} already exists: choose another folder or pass --overwrite"
+        )
 
 
 def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:
@@ -105,8 +108,7 @@ def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:
         (tmp / REPORT).write_text(dumps(report.to_dict()) + "\n", encoding="utf-8")
 
 
-def load_model_and_tokenizer(name_or_path: str, trust_remote_code: bool = False
-                             ) -> tuple[Any, Any]:
+def load_model_and_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """A compresskit folder (pruned before: plans compose), a local transformers folder, or a
     hub id. The model class is the one the checkpoint names (e.g. BertModel); the tokenizer
     is None when the folder has none."""
@@ -118,14 +120,18 @@ def load_model_and_tokenizer(name_or_path: str, trust_remote_code: bool = False
     if (path / MANIFEST).is_file():
         model = load(path)
     else:
-        if not path.exists() and (name_or_path.startswith((".", "/", "~")) or
-                                  name_or_path.count("/") > 1):
-            raise ModelFileError(f"model {name_or_path} does not exist: give a folder with "
-                                 "config.json or a hub id such as bert-base-uncased")
+        if not path.exists() and (
+            name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+        ):
+            raise ModelFileError(
+                f"model {name_or_path} does not exist: give a folder with "
+                "config.json or a hub id such as bert-base-uncased"
+            )
         model = _from_pretrained(name_or_path, trust_remote_code)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code)
+            name_or_path, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError):
         tokenizer = None
     return model, tokenizer
@@ -136,7 +142,8 @@ def _from_pretrained(name_or_path: str, trust_remote_code: bool) -> Any:
 
     try:
         config = transformers.AutoConfig.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code)
+            name_or_path, trust_remote_code=trust_remote_code
+        )
         names = getattr(config, "architectures", None) or []
         model_class = getattr(transformers, names[0], None) if names else None
         if model_class is None:

@@ -31,6 +31,7 @@ def prune(model: nn.Module, plan: PruningPlan) -> nn.Module:
     """
     adapter = get_adapter(model)
     plan.validate(model)
+    _refuse_hooked_projections(adapter)
     layers = adapter.layers()
     current = [kept_in_layer(adapter, layer) for layer in layers]
     if all(c == p for c, p in zip(current, plan.layers, strict=True)):
@@ -94,6 +95,20 @@ def _check_layer(adapter: ArchAdapter, layer: nn.Module, want: LayerPlan) -> Non
             f"pruning produced shapes {shapes} instead of {expected}: is something "
             "(a gate, a hook, a wrapper) coupled to this layer's projections? Remove it and retry"
         )
+
+
+def _refuse_hooked_projections(adapter: ArchAdapter) -> None:
+    # Hooks on the projections (slimming coefficients, Taylor gates) are sized for the dense
+    # shapes: a pruned model would fail on its next forward. Refuse before changing anything.
+    for i, layer in enumerate(adapter.layers()):
+        attn, ffn = adapter.attention_parts(layer), adapter.ffn_parts(layer)
+        for linear in (attn.query, attn.key, attn.value, attn.output, ffn.up, ffn.down):
+            if linear._forward_pre_hooks or linear._forward_hooks:
+                raise PlanError(
+                    f"layer {i} has hooks on its projections (slimming "
+                    "coefficients or gates still attached?): detach them before "
+                    "pruning"
+                )
 
 
 def _build_graph(model: nn.Module) -> tp.DependencyGraph:

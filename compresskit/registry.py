@@ -113,7 +113,7 @@ def strategy_from_dict(data: dict[str, Any]) -> Strategy:
 
 def describe(name: str) -> StrategyInfo:
     cls = get_strategy_class(name)
-    doc = (cls.__doc__ or "").strip().splitlines()
+    summary = (cls.__doc__ or "").strip().split("\n\n")[0]  # the first paragraph
     top = cls.__module__.split(".")[0]
     provider = packages_distributions().get(top, [top])[0]
-    return StrategyInfo(name, cls.kind, provider, doc[0] if doc else "")
+    return StrategyInfo(name, cls.kind, provider, " ".join(summary.split()))

@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import tiny_model
 
 import compresskit
-from conftest import tiny_model
 
 PLUGIN_MODULE = '''
 """A plugin strategy: keeps the heads and neurons with the highest index."""
@@ -33,7 +33,7 @@ class HighestIndexFirst(Strategy):
             ffn=[torch.arange(adapter.ffn_width(l), dtype=torch.float) for l in layers])
 '''
 
-PYPROJECT = '''
+PYPROJECT = """
 [build-system]
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
@@ -44,7 +44,7 @@ version = "1.0"
 
 [project.entry-points."compresskit.strategies"]
 highest = "ck_plugin_demo:HighestIndexFirst"
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +53,31 @@ def plugin_site(tmp_path_factory) -> Path:
     (source / "pyproject.toml").write_text(PYPROJECT)
     (source / "ck_plugin_demo.py").write_text(textwrap.dedent(PLUGIN_MODULE))
     site = tmp_path_factory.mktemp("plugin-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    "--no-build-isolation", "--target", str(site), str(source)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return site
 
 
 def run_cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-m", "compresskit", *args], env=env,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "compresskit", *args], env=env, capture_output=True, text=True
+    )
 
 
 def test_installed_plugin_is_listed_with_its_package(plugin_site):
@@ -77,9 +92,20 @@ def test_installed_plugin_is_listed_with_its_package(plugin_site):
 
 def test_installed_plugin_prunes_from_the_command_line(plugin_site, tmp_path):
     compresskit.save(tiny_model("bert", heads=4, ffn=40), tmp_path / "dense")
-    result = run_cli(plugin_site, "prune", "--strategy", "highest", "--model",
-                     str(tmp_path / "dense"), "--heads-ratio", "0.5", "--ffn-ratio", "0.25",
-                     "--output", str(tmp_path / "slim"))
+    result = run_cli(
+        plugin_site,
+        "prune",
+        "--strategy",
+        "highest",
+        "--model",
+        str(tmp_path / "dense"),
+        "--heads-ratio",
+        "0.5",
+        "--ffn-ratio",
+        "0.25",
+        "--output",
+        str(tmp_path / "slim"),
+    )
     assert result.returncode == 0, result.stderr
     plan = compresskit.PruningPlan.of_model(compresskit.load(tmp_path / "slim"))
     assert plan.heads_per_layer == [2, 2, 2]
@@ -89,8 +115,9 @@ def test_installed_plugin_prunes_from_the_command_line(plugin_site, tmp_path):
 
 
 def test_without_the_plugin_the_name_is_unknown(tmp_path):
-    result = run_cli(tmp_path, "prune", "--strategy", "highest", "--model", "x", "--output",
-                     str(tmp_path / "o"))
+    result = run_cli(
+        tmp_path, "prune", "--strategy", "highest", "--model", "x", "--output", str(tmp_path / "o")
+    )
     assert result.returncode == 1
     assert "unknown strategy 'highest'; known strategies:" in result.stderr
     assert not (tmp_path / "o").exists()

@@ -32,7 +32,9 @@ def test_torch_is_pinned_in_the_constraints():
 
 
 def test_strategies_and_exporters_are_not_top_level_packages(tmp_path):
-    code = ("import importlib.util as u, sys\n"
-            "assert u.find_spec('compresskit.strategies') and u.find_spec('compresskit.exporters')\n"
-            "sys.exit(bool(u.find_spec('strategies') or u.find_spec('exporters')))")
+    code = (
+        "import importlib.util as u, sys\n"
+        "assert u.find_spec('compresskit.strategies') and u.find_spec('compresskit.exporters')\n"
+        "sys.exit(bool(u.find_spec('strategies') or u.find_spec('exporters')))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
