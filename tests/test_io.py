@@ -161,3 +161,52 @@ def test_copied_folder_loads_the_same(saved, tmp_path):
     shutil.copytree(saved, tmp_path / "copy")
     model = compresskit.load(tmp_path / "copy")
     assert PruningPlan.of_model(model) == UNEVEN
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])
+def test_a_model_with_empty_layers_exports_to_onnx_and_runs_in_onnxruntime(tmp_path, model_type):
+    # Issue #2 promises that head-less and FFN-less layers still export; the ONNX exporter
+    # proper (issue #5) builds on this.
+    ort = pytest.importorskip("onnxruntime")
+    model = compresskit.prune(tiny_model(model_type), UNEVEN)
+    inputs = batch(model)
+    names = ["input_ids", "attention_mask"]
+    torch.onnx.export(
+        model,
+        tuple(inputs[n] for n in names),
+        tmp_path / "m.onnx",
+        input_names=names,
+        output_names=["logits"],
+        dynamo=False,
+        dynamic_axes={n: {0: "batch", 1: "seq"} for n in names},
+    )
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    (logits,) = session.run(None, {n: inputs[n].numpy() for n in names})
+    expected = outputs(model, inputs)["logits"]
+    assert torch.from_numpy(logits).sub(expected).abs().max().item() < 1e-4
+
+
+def test_a_loaded_pruned_model_trains_with_the_hf_trainer(tmp_path):
+    pytest.importorskip("accelerate")
+    compresskit.save(compresskit.prune(tiny_model("bert"), UNEVEN), tmp_path / "m")
+    model = compresskit.load(tmp_path / "m")
+    inputs = batch(model)
+    rows = [
+        {
+            "input_ids": inputs["input_ids"][i],
+            "attention_mask": inputs["attention_mask"][i],
+            "labels": torch.tensor(i % 2),
+        }
+        for i in range(3)
+    ]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_train_batch_size=3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+    )
+    before = model.classifier.weight.detach().clone()
+    transformers.Trainer(model=model, args=args, train_dataset=rows).train()
+    assert not torch.equal(before, model.classifier.weight)
