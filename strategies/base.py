@@ -116,12 +116,15 @@ class Strategy:
         self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None = None
     ) -> PruningPlan:
         """Score `model` and keep the best heads and neurons at the configured ratios."""
-        s = self.scores(model, batches)
+        return self.plan_from_scores(model, self.scores(model, batches))
+
+    def plan_from_scores(self, model: nn.Module, scores: Scores) -> PruningPlan:
+        """Turn scores of `model` (as it is now) into a plan with this strategy's config."""
         c = self.config
         return plan_from_scores(
             model,
-            s.heads,
-            s.ffn,
+            scores.heads,
+            scores.ffn,
             heads_ratio=c.heads_ratio,
             ffn_ratio=c.ffn_ratio,
             heads_scope=c.heads_scope,

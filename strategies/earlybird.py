@@ -60,7 +60,7 @@ from torch.utils.hooks import RemovableHandle
 
 from compresskit.arch import get_adapter
 from compresskit.errors import CompressKitError, ConfigError
-from compresskit.plan import PruningPlan, keep_by_score, plan_from_scores
+from compresskit.plan import PruningPlan, keep_by_score
 from compresskit.registry import register_strategy
 from compresskit.strategies.base import Scope, Scores, Strategy, StrategyConfig
 
@@ -654,18 +654,8 @@ class EarlyBirdStrategy(Strategy):
     ) -> PruningPlan:
         """The ticket's plan once the search is over, else that of the coefficients now; in
         the dense model's indices (so it also works on an already-pruned model)."""
-        s = self._ticket_scores if self._ticket_scores is not None else self.scores(model)
-        c = self.config
-        return plan_from_scores(
-            model,
-            s.heads,
-            s.ffn,
-            heads_ratio=c.heads_ratio,
-            ffn_ratio=c.ffn_ratio,
-            heads_scope=c.heads_scope,
-            ffn_scope=c.ffn_scope,
-            round_to=c.round_to,
-        )
+        scores = self._ticket_scores if self._ticket_scores is not None else self.scores(model)
+        return self.plan_from_scores(model, scores)
 
     # --- phase 2: detach and rewind ----------------------------------------------------------
     def detach(self) -> None:
