@@ -267,8 +267,8 @@ def _load_weights(model: PreTrainedModel, path: Path) -> None:
 def _untied(model: PreTrainedModel, missing: list[str]) -> list[str]:
     """The missing keys that are not merely another name of a tensor the file did hold
     (tied weights are stored once)."""
-    state = model.state_dict()
-    loaded = {_storage(t) for k, t in state.items() if k not in set(missing) and t.numel()}
+    state, absent = model.state_dict(), set(missing)
+    loaded = {_storage(t) for k, t in state.items() if k not in absent and t.numel()}
     return [k for k in missing if not (state[k].numel() and _storage(state[k]) in loaded)]
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from compresskit.arch import get_adapter
-from compresskit.plan import PruningPlan, kept_in_layer
+from compresskit.plan import PruningPlan, kept_in_layer, positions_dropped
 
 
 @torch.no_grad()
@@ -24,10 +24,8 @@ def mask(model: nn.Module, plan: PruningPlan) -> nn.Module:
         have = kept_in_layer(adapter, layer)
         head_dim = adapter.head_dim(layer)
         out_proj = adapter.attention_parts(layer).output
-        for pos, head in enumerate(have.heads_kept):
-            if head not in want.heads_kept:
-                out_proj.weight[:, pos * head_dim : (pos + 1) * head_dim] = 0
+        for pos in positions_dropped(have.heads_kept, want.heads_kept):
+            out_proj.weight[:, pos * head_dim : (pos + 1) * head_dim] = 0
         down = adapter.ffn_parts(layer).down
-        dropped = [pos for pos, n in enumerate(have.ffn_kept) if n not in set(want.ffn_kept)]
-        down.weight[:, dropped] = 0
+        down.weight[:, positions_dropped(have.ffn_kept, want.ffn_kept)] = 0
     return model

@@ -189,6 +189,13 @@ def kept_in_layer(adapter: Any, layer: nn.Module) -> LayerPlan:
     return LayerPlan(tuple(range(adapter.num_heads(layer))), tuple(range(adapter.ffn_width(layer))))
 
 
+def positions_dropped(have: Sequence[int], want: Sequence[int]) -> list[int]:
+    """Positions (into a layer as it is now, holding original units `have`) of the units
+    that `want` no longer keeps."""
+    keep = set(want)
+    return [pos for pos, original in enumerate(have) if original not in keep]
+
+
 def record_kept(layer: nn.Module, kept: LayerPlan) -> None:
     object.__setattr__(layer, _KEPT_ATTR, kept)
 

@@ -20,7 +20,13 @@ from torch import nn
 
 from compresskit.arch import ArchAdapter, get_adapter
 from compresskit.errors import PlanError
-from compresskit.plan import LayerPlan, PruningPlan, kept_in_layer, record_kept
+from compresskit.plan import (
+    LayerPlan,
+    PruningPlan,
+    kept_in_layer,
+    positions_dropped,
+    record_kept,
+)
 
 
 def prune(model: nn.Module, plan: PruningPlan) -> nn.Module:
@@ -52,22 +58,16 @@ def _prune_layer(
     want: LayerPlan,
 ) -> None:
     head_dim = adapter.head_dim(layer)
-    drop_heads = _positions_dropped(have.heads_kept, want.heads_kept)
+    drop_heads = positions_dropped(have.heads_kept, want.heads_kept)
     if drop_heads:
         channels = [h * head_dim + j for h in drop_heads for j in range(head_dim)]
         _prune_inputs(graph, adapter.attention_parts(layer).output, channels)
     adapter.set_head_count(layer, len(want.heads_kept))
     if not want.heads_kept:
         adapter.make_headless(layer)
-    drop_ffn = _positions_dropped(have.ffn_kept, want.ffn_kept)
+    drop_ffn = positions_dropped(have.ffn_kept, want.ffn_kept)
     if drop_ffn:
         _prune_inputs(graph, adapter.ffn_parts(layer).down, drop_ffn)
-
-
-def _positions_dropped(have: tuple[int, ...], want: tuple[int, ...]) -> list[int]:
-    """Positions (into the layer as it is now) of the units `want` no longer keeps."""
-    keep = set(want)
-    return [pos for pos, original in enumerate(have) if original not in keep]
 
 
 def _prune_inputs(graph: tp.DependencyGraph, linear: nn.Linear, channels: list[int]) -> None:
