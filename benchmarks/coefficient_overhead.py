@@ -19,7 +19,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ import transformers
 from torch import nn
 
 import compresskit
+import compresskit.machine
 
 # isort: split
 # (ruff files compresskit.strategies, which installs from strategies/, under third-party)
@@ -180,27 +180,9 @@ def quartiles(values: list[float]) -> list[float]:
 
 
 def machine_info(load_before: tuple[float, float, float]) -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "compresskit": compresskit.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
+    return compresskit.machine.machine_info() | {
+        "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]}
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -76,10 +76,26 @@ def info(model_dir: Path, seq_len: int, as_json: bool) -> None:
 
 # Options of `prune` that are not strategy config fields.
 _JOB_KEYS = ("model", "strategy", "output", "overwrite", "seq_len", "trust_remote_code")
+# Options that only make sense when fine-tuning (with --task and --data).
+_TRAINING_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_seq_len",
+    "max_train_samples",
+    "eval_batch_size",
+    "weight_decay",
+    "progress",
+)
+_TASK_KEYS = ("task", "data", "resume")
 
 
 @cli.command()
-@click.option("--strategy", help="Strategy name (see `compresskit strategies`).")
+@click.option(
+    "--strategy",
+    help="Strategy name (see `compresskit strategies`); with --task, "
+    "`none` trains the dense model as the reference.",
+)
 @click.option("--model", help="Model folder, compresskit folder or hub id.")
 @click.option("--heads-ratio", type=float, help="Fraction of attention heads to remove, [0, 1).")
 @click.option("--ffn-ratio", type=float, help="Fraction of FFN neurons to remove, [0, 1).")
@@ -89,7 +105,7 @@ _JOB_KEYS = ("model", "strategy", "output", "overwrite", "seq_len", "trust_remot
     type=click.Path(path_type=Path),
     help="YAML or JSON file with any of these options; flags override it.",
 )
-@click.option("--seed", type=int, help="Seed for strategies that draw random numbers.")
+@click.option("--seed", type=int, help="Seed for the strategy and for training [0].")
 @click.option("--seq-len", type=click.IntRange(min=1), help="Sequence length for MACs [128].")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output.")
 @click.option(
@@ -98,22 +114,69 @@ _JOB_KEYS = ("model", "strategy", "output", "overwrite", "seq_len", "trust_remot
     default=None,
     help="Allow a hub model's own Python code to run (off by default).",
 )
+# Fine-tuning: prune while training on a task.
+@click.option("--task", help="sst2, cola, mrpc, rte, qnli, qqp, mnli, wnli or classification.")
+@click.option(
+    "--data",
+    help="Folder with train/dev files (TSV, CSV, JSONL), a train file, or hf:NAME[:CONFIG].",
+)
+@click.option("--epochs", type=float, help="Training epochs [3].")
+@click.option("--batch-size", type=int, help="Training batch size [32].")
+@click.option("--lr", type=float, help="Learning rate [2e-5].")
+@click.option("--max-seq-len", type=int, help="Truncate examples to this many tokens [128].")
+@click.option("--max-train-samples", type=int, help="Train on a seeded subset of this size.")
+@click.option("--eval-batch-size", type=int, help="Evaluation batch size [64].")
+@click.option("--weight-decay", type=float, help="AdamW weight decay of the weights [0.01].")
+@click.option(
+    "--resume", is_flag=True, default=None, help="Continue the unfinished run left in OUTPUT.run/."
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bars [on].")
+# The earlybird search.
+@click.option(
+    "--eps", type=float, help="Ticket when every mask distance in the window < eps [0.1]."
+)
+@click.option("--window", type=int, help="Masks compared for the ticket [5].")
+@click.option("--mask-interval", type=int, help="Optimizer steps between masks [10].")
+@click.option("--max-search-steps", type=int, help="End the search here without a ticket.")
+@click.option(
+    "--rewind/--no-rewind",
+    default=None,
+    help="Train the slim model from the weights at the start of the search [rewind].",
+)
+@click.option("--coef-lr", type=float, help="Learning rate of the coefficients [--lr].")
+@click.option("--lambda-heads", type=float, help="L1 weight on head coefficients [1e-4].")
+@click.option("--lambda-ffn", type=float, help="L1 weight on FFN coefficients [1e-4].")
 def prune(recipe: Path | None, **flags: Any) -> None:
-    """Prune a model with a one-shot strategy, save it and print the per-layer table."""
-    from compresskit.pipeline import PruneJob, run_prune
+    """Prune a model and save it with a per-layer table.
 
+    Without --task: a one-shot strategy scores the model once. With --task and --data: the
+    model is fine-tuned; one-shot strategies prune at step 0, earlybird searches while
+    training, and `--strategy none` trains the dense model; then the slim model trains,
+    is evaluated on dev and saved with report.json and a figure.
+    """
     settings = read_recipe(recipe) if recipe else {}
     settings.update({k: v for k, v in flags.items() if v is not None})
     for required in ("strategy", "model", "output"):
         if required not in settings:
             raise click.UsageError(f"--{required} is required (or set {required!r} in --recipe)")
     job = {k: settings.pop(k) for k in _JOB_KEYS if k in settings}
+    task = {k: settings.pop(k) for k in _TASK_KEYS if k in settings}
+    training = {k: settings.pop(k) for k in _TRAINING_KEYS if k in settings}
+    if task or training:
+        _prune_training(job, task, training, settings)
+    else:
+        _prune_one_shot(job, settings)
+
+
+def _prune_one_shot(job: dict[str, Any], options: dict[str, Any]) -> None:
+    from compresskit.pipeline import PruneJob, run_prune
+
     report = run_prune(
         PruneJob(
             model=str(job["model"]),
             strategy=str(job["strategy"]),
             output=Path(job["output"]),
-            options=settings,
+            options=options,
             overwrite=bool(job.get("overwrite", False)),
             seq_len=int(job.get("seq_len", 128)),
             trust_remote_code=bool(job.get("trust_remote_code", False)),
@@ -121,6 +184,41 @@ def prune(recipe: Path | None, **flags: Any) -> None:
     )
     click.echo(f"{job['model']} pruned with {job['strategy']} -> {job['output']}")
     click.echo(report.table())
+
+
+def _prune_training(
+    job: dict[str, Any], task: dict[str, Any], training: dict[str, Any], options: dict[str, Any]
+) -> None:
+    from compresskit.errors import ConfigError
+
+    for required in ("task", "data"):
+        if required not in task:
+            given = ", ".join("--" + k.replace("_", "-") for k in [*task, *training])
+            raise ConfigError(f"{given} fine-tune(s) a model: --{required} is needed too")
+    from compresskit.train.run import TrainingOptions, TrainJob, run_training
+
+    if "seed" in options:
+        training["seed"] = options["seed"]
+    report = run_training(
+        TrainJob(
+            model=str(job["model"]),
+            strategy=str(job["strategy"]),
+            task=str(task["task"]),
+            data=str(task["data"]),
+            output=Path(job["output"]),
+            options=options,
+            training=TrainingOptions(**training),
+            overwrite=bool(job.get("overwrite", False)),
+            resume=bool(task.get("resume", False)),
+            seq_len=int(job.get("seq_len", 128)),
+            trust_remote_code=bool(job.get("trust_remote_code", False)),
+        )
+    )
+    click.echo(
+        f"{job['model']} fine-tuned on {task['task']} with {job['strategy']} -> {job['output']}"
+    )
+    click.echo(report.after.table(baseline=report.dense))
+    click.echo(report.summary())
 
 
 def read_recipe(path: Path) -> dict[str, Any]:

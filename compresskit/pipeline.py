@@ -71,28 +71,31 @@ def run_prune(job: PruneJob) -> PruneReport:
     strategy = get_strategy_class(job.strategy)(**job.options)  # validates before any work
     if strategy.kind != "one-shot" or strategy.needs_data:
         raise ConfigError(
-            f"strategy {job.strategy!r} needs training data; training options "
-            "(--task, --data) are not available in this version"
+            f"strategy {job.strategy!r} "
+            f"{'prunes while training' if strategy.kind != 'one-shot' else 'scores with data'}"
+            ": give --task and --data (see `compresskit prune --help`)"
         )
-    _check_output_free(job)
+    check_output_free(job)
     seconds: dict[str, float] = {}
-    with _timed(seconds, "load"):
+    with timed(seconds, "load"):
         model, tokenizer = load_model_and_tokenizer(job.model, job.trust_remote_code)
         dense, before = dense_stats(model, job.seq_len), model_stats(model, job.seq_len)
-    with _timed(seconds, "score"):
+    with timed(seconds, "score"):
         plan = strategy.plan(model)
-    with _timed(seconds, "prune"):
+    with timed(seconds, "prune"):
         from compresskit.pruner import prune
 
         prune(model, plan)
     after = model_stats(model, job.seq_len)
     report = PruneReport(job, strategy.to_dict(), plan, dense, before, after, seconds)
-    with _timed(seconds, "save"):
+    with timed(seconds, "save"):
         _save_with_report(model, tokenizer, report)
     return report
 
 
-def _check_output_free(job: PruneJob) -> None:
+def check_output_free(job: PruneJob | Any) -> None:
+    """Refuse to start a job whose output exists (and is not an empty folder) unless the job
+    says overwrite: the check runs before any work, so no result is lost."""
     out = job.output
     if out.exists() and not job.overwrite and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(
@@ -155,7 +158,8 @@ def _from_pretrained(name_or_path: str, trust_remote_code: bool) -> Any:
 
 
 @contextmanager
-def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall-clock seconds of the block to `seconds[stage]`."""
     start = time.perf_counter()
     yield
-    seconds[stage] = round(time.perf_counter() - start, 4)
+    seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - start, 4)

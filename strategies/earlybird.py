@@ -484,6 +484,17 @@ class TicketDetector:
             self._finish("capped", step, mask)
         return self.done
 
+    def close(self, step: int, mask: SlimmingMask) -> None:
+        """End a search that ran out of steps (training ended) before the ticket: feed `mask`
+        drawn at `step` unless a mask was already fed at that step, and if that does not
+        draw the ticket, end as "capped" with the newest mask."""
+        if self.done:
+            return
+        if not self.masks or step > self.masks[-1][0]:
+            self.update(step, mask)
+        if not self.done:
+            self._finish("capped", *self.masks[-1])
+
     def _record(self, step: int, mask: SlimmingMask, older: list[SlimmingMask]) -> DistanceRecord:
         heads = tuple(mask_distance(mask, m, "heads") for m in older)
         ffn = tuple(mask_distance(mask, m, "ffn") for m in older)
@@ -612,6 +623,16 @@ class EarlyBirdStrategy(Strategy):
         record = self.detector.history[-1]
         logger.debug("step %d: mask distance %s", step, record.max_distance)
         return self.detector.done
+
+    def end_search(self, step: int) -> None:
+        """End the search at `step` (training ran out): the ticket if the mask drawn now
+        passes the test, else "capped" with it. Training loops call this when they stop
+        before `on_step` returned True."""
+        if self.detector.done:
+            return
+        scores = self._require_coefficients().magnitudes()
+        self.detector.close(step, mask_from_scores(scores, self.config))
+        self._ticket_scores = scores
 
     def current_mask(self) -> SlimmingMask:
         """The keep-mask of the coefficients as they are now."""

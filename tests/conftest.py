@@ -11,6 +11,8 @@ import torch
 import transformers
 from torch import nn
 
+from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MINILM = SHARED / "models" / "minilm-l6-h384-uncased"
@@ -124,3 +126,10 @@ def minilm_path() -> Path:
     if not (MINILM / "model.safetensors").is_file():
         pytest.skip("the real MiniLM checkpoint is not beside the repo (../shared/models)")
     return MINILM
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint folder, data folder) of the tiny fine-tuning task."""
+    root = tmp_path_factory.mktemp("tiny_task")
+    return write_tiny_checkpoint(root / "model"), write_tiny_sentiment(root / "data")

@@ -1,0 +1,193 @@
+"""Fine-tuning on SST-2: earlybird against dense, random and magnitude pruning.
+
+Every run is the same `compresskit prune --task sst2 ...` command with the same data subset,
+seed, epochs and hyper-parameters; only the strategy (and, for the second earlybird run, the
+coefficients' learning rate) differs. Runs go one after another on this machine, so their
+wall-clocks are comparable with each other; the table gives dev accuracy, the ticket step,
+the wall-clock of each stage and the total against dense.
+
+    python benchmarks/finetune_comparison.py          # MiniLM, SST-2 8k subset, ~40 min, 2 cores
+    python benchmarks/finetune_comparison.py --smoke  # tiny synthetic model and data (CI)
+
+Writes finetune_comparison.json and .md, and every run's output folder (model, report.json,
+figure) and log, to --output (bench-out/finetune_comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import compresskit.machine
+from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MINILM = SHARED / "models" / "minilm-l6-h384-uncased"
+SST2 = SHARED / "data" / "glue" / "SST-2"
+PRUNING = ["--heads-ratio", "0.3333", "--ffn-ratio", "0.4"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("bench-out/finetune_comparison"))
+    parser.add_argument("--smoke", action="store_true", help="tiny model and data, seconds")
+    parser.add_argument("--model", type=Path, default=MINILM)
+    parser.add_argument("--data", type=Path, default=SST2)
+    parser.add_argument("--max-train-samples", type=int, default=8000)
+    parser.add_argument("--epochs", default="2")
+    parser.add_argument("--batch-size", default="32")
+    parser.add_argument("--lr", default="1e-4")
+    parser.add_argument("--max-seq-len", default="64")
+    parser.add_argument("--coef-lr", default="1e-2", help="coefficients' lr of the 2nd earlybird")
+    parser.add_argument("--seed", default="0")
+    parser.add_argument("--runs", default="dense,earlybird,earlybird-coef-lr,random,magnitude")
+    return parser.parse_args()
+
+
+def runs(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Each run's own options; the shared ones come from `common`."""
+    search = ["--mask-interval", "1", "--window", "3"] if args.smoke else []
+    return {
+        "dense": ["--strategy", "none"],
+        "earlybird": ["--strategy", "earlybird", *PRUNING, *search],
+        "earlybird-coef-lr": [
+            *("--strategy", "earlybird", *PRUNING, *search, "--coef-lr", args.coef_lr),
+        ],
+        "random": ["--strategy", "random", *PRUNING],
+        "magnitude": ["--strategy", "magnitude", *PRUNING],
+    }
+
+
+def common(args: argparse.Namespace) -> list[str]:
+    return [
+        *("--model", str(args.model), "--task", "sst2", "--data", str(args.data)),
+        *("--max-train-samples", str(args.max_train_samples), "--epochs", args.epochs),
+        *("--batch-size", args.batch_size, "--lr", args.lr, "--max-seq-len", args.max_seq_len),
+        *("--seed", args.seed, "--no-progress", "--overwrite"),
+    ]
+
+
+def run_one(name: str, options: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    out = args.output / name
+    argv = ["compresskit", "prune", *options, *common(args), "--output", str(out)]
+    log = args.output / f"{name}.log"
+    start = time.perf_counter()
+    with log.open("w") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "compresskit", *argv[1:]], stdout=stream, stderr=stream
+        )
+    if done.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:]
+        raise SystemExit(f"run {name} failed ({done.returncode}): {tail} — see {log}")
+    report = json.loads((out / "report.json").read_text())
+    report["command"] = shlex.join(argv)
+    report["process_seconds"] = round(time.perf_counter() - start, 2)
+    return report
+
+
+def summarise(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    dense = reports.get("dense")
+    rows = []
+    for name, r in reports.items():
+        search = r["search"] or {}
+        row = {
+            "run": name,
+            "accuracy": r["metrics"]["accuracy"],
+            "ticket": f"{search['state']} @ {search['ticket_step']}" if search else "",
+            "seconds": r["seconds"],
+            "steps": r["steps"],
+            "macs_ratio": r["macs_ratio"],
+        }
+        if dense is not None:
+            row["accuracy_vs_dense"] = r["metrics"]["accuracy"] - dense["metrics"]["accuracy"]
+            row["total_vs_dense"] = r["seconds"]["total"] / dense["seconds"]["total"] - 1
+        rows.append(row)
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        f"# SST-2 fine-tuning comparison ({result['mode']})",
+        "",
+        f"{s['model']}, {s['data']}; {s['epochs']} epochs, batch {s['batch_size']}, "
+        f"lr {s['lr']}, max length {s['max_seq_len']}, seed {s['seed']}; pruned runs remove "
+        "4 of 12 heads per layer and 40% of FFN neurons (global).",
+        "",
+        "| run | dev acc | Δ vs dense | ticket | search s | score s | prune s | train s "
+        "| eval s | total s | total vs dense | MACs ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        sec = row["seconds"]
+        lines.append(
+            f"| {row['run']} | {100 * row['accuracy']:.2f} | "
+            f"{_points(row.get('accuracy_vs_dense'))} | {row['ticket']} | "
+            f"{_s(sec, 'search')} | {_s(sec, 'score')} | {_s(sec, 'prune')} | "
+            f"{_s(sec, 'train')} | {_s(sec, 'evaluate')} | {_s(sec, 'total')} | "
+            f"{_percent(row.get('total_vs_dense'))} | {row['macs_ratio']:.2f}x |"
+        )
+    m = result["machine"]
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch "
+        f"threads; torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}. "
+        f"Runs were sequential; 1-min load average {result['load_before']:.2f} before.",
+        "",
+        "Commands:",
+        "",
+        "```",
+        *[r["command"] for r in result["reports"].values()],
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _s(seconds: dict[str, float], stage: str) -> str:
+    return f"{seconds[stage]:.1f}" if stage in seconds else ""
+
+
+def _points(delta: float | None) -> str:
+    return "" if delta is None else f"{100 * delta:+.2f}"
+
+
+def _percent(ratio: float | None) -> str:
+    return "" if ratio is None else f"{100 * ratio:+.1f}%"
+
+
+def main() -> None:
+    args = parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tiny:
+        if args.smoke:
+            args.model = write_tiny_checkpoint(Path(tiny) / "model")
+            args.data = write_tiny_sentiment(Path(tiny) / "data")
+            args.max_train_samples, args.epochs, args.batch_size = 64, "1", "16"
+            args.lr, args.max_seq_len = "5e-3", "16"
+        load_before = os.getloadavg()[0]
+        chosen = args.runs.split(",")
+        reports = {n: run_one(n, o, args) for n, o in runs(args).items() if n in chosen}
+    result = {
+        "mode": "smoke" if args.smoke else "full",
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "machine": compresskit.machine.machine_info(),
+        "load_before": load_before,
+        "rows": summarise(reports),
+        "reports": reports,
+    }
+    (args.output / "finetune_comparison.json").write_text(json.dumps(result, indent=1) + "\n")
+    text = markdown(result)
+    (args.output / "finetune_comparison.md").write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The early-bird search as a HF Trainer callback, usable in any Trainer:
+
+    strategy = compresskit.get_strategy("earlybird", coef_lr=1e-2)
+    trainer = Trainer(model=model, args=args, train_dataset=train,
+                      callbacks=[EarlyBirdCallback(strategy)])
+    trainer.train()                     # stops once the ticket is drawn
+    plan = strategy.plan(model)
+    strategy.detach(); strategy.rewind(model)
+    slim = compresskit.prune(model, plan)   # then train `slim` with a new Trainer
+
+The callback attaches the coefficients when training begins (unless they are attached
+already), adds them to the Trainer's optimizer as their own group (no weight decay, the
+strategy's `coef_lr` or the Trainer's learning rate, following the Trainer's schedule), adds the
+L1 sub-gradient before each optimizer step, and feeds the ticket detector after each step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from compresskit.errors import ConfigError
+from compresskit.strategies.earlybird import EarlyBirdStrategy
+
+logger = logging.getLogger(__name__)
+
+
+class EarlyBirdCallback(TrainerCallback):
+    """Runs an `EarlyBirdStrategy` search inside `Trainer.train()`.
+
+    Args:
+        strategy: the search to run; read its `ticket_step`, `detector.history` and `plan()`
+            afterwards.
+        stop_training: end `train()` once the search is over (the ticket is drawn or the cap
+            is hit). With False, training goes on with the coefficients attached.
+    """
+
+    def __init__(self, strategy: EarlyBirdStrategy, *, stop_training: bool = True) -> None:
+        if not isinstance(strategy, EarlyBirdStrategy):
+            raise ConfigError(
+                f"EarlyBirdCallback needs an EarlyBirdStrategy, got {type(strategy).__name__}"
+            )
+        self.strategy = strategy
+        self.stop_training = stop_training
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: torch.nn.Module | None = None,
+        optimizer: Any = None,
+        lr_scheduler: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        coefficients = self.strategy.coefficients
+        if coefficients is None or not coefficients.attached:
+            if model is None:
+                raise ConfigError("EarlyBirdCallback got no model from the Trainer")
+            coefficients = self.strategy.attach(model)
+        if optimizer is not None and not _holds(optimizer, coefficients.parameters()):
+            group = self.strategy.param_group()
+            group.setdefault("lr", args.learning_rate)
+            _add_scheduled_group(optimizer, lr_scheduler, group)
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self.strategy.search_done:
+            # After clipping (which covers the model's own parameters only), before the step.
+            self.strategy._require_coefficients().apply_l1_subgradient()
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        # The Trainer zeroes the model's gradients only: the coefficients are not in the model.
+        self.strategy._require_coefficients().zero_grad(set_to_none=True)
+        if self.strategy.search_done:
+            return
+        if self.strategy.on_step(state.global_step) and self.stop_training:
+            control.should_training_stop = True
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self.strategy.search_done:
+            # Training ran out before the masks settled: end with the mask of the last step.
+            self.strategy.end_search(state.global_step)
+
+
+def _holds(optimizer: Any, params: Any) -> bool:
+    ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return any(id(p) in ids for p in params)
+
+
+def _add_scheduled_group(optimizer: Any, lr_scheduler: Any, group: dict[str, Any]) -> None:
+    """Add `group` to a Trainer's optimizer and make its schedule scale the group's lr the way
+    it scales the others'. torch's LambdaLR keeps one base lr and one multiplier per group
+    (and checks the counts match), so both get an entry for the new group."""
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps it
+    if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        raise ConfigError(
+            f"EarlyBirdCallback supports LambdaLR schedules (every transformers schedule but "
+            f"reduce_lr_on_plateau), got {type(scheduler).__name__}: add "
+            "strategy.param_group() to your optimizer yourself"
+        )
+    base_lr = group["lr"]
+    if scheduler is not None:
+        multiplier = scheduler.lr_lambdas[0]
+        group["initial_lr"] = base_lr
+        pass
+    optimizer.add_param_group(group)
+    if scheduler is not None:
+        scheduler.base_lrs.append(base_lr)
+        scheduler.lr_lambdas.append(multiplier)
+        scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]

@@ -1,0 +1,239 @@
+"""The fine-tuning pipeline end to end on a tiny model and task: earlybird searches and draws
+its ticket at the same step every run, the baselines go through the same steps with the same
+hyper-parameters, outputs load, and an interrupted run resumes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from transformers import TrainerCallback
+
+import compresskit
+from compresskit.errors import ConfigError, OutputExistsError
+from compresskit.io import MANIFEST
+from compresskit.train import run as run_module
+from compresskit.train.data import load_task
+from compresskit.train.encode import collator, encode_split
+from compresskit.train.metrics import accuracy
+from compresskit.train.run import (
+    FIGURE,
+    REPORT,
+    TrainingOptions,
+    TrainJob,
+    TrainReport,
+    run_training,
+)
+
+# 128 examples, batch 16: 8 steps an epoch, 16 in all.
+TRAINING = TrainingOptions(epochs=2, batch_size=16, lr=5e-3, max_seq_len=16, progress=False)
+STEPS = 16
+EARLYBIRD = {
+    "heads_ratio": 0.25,
+    "ffn_ratio": 0.5,
+    "mask_interval": 1,
+    "window": 3,
+    "coef_lr": 0.05,
+}
+ONE_SHOT = {"heads_ratio": 0.25, "ffn_ratio": 0.5}
+
+
+def make_job(tiny_task: tuple[Path, Path], output: Path, **changes: Any) -> TrainJob:
+    model, data = tiny_task
+    job = TrainJob(
+        model=str(model),
+        strategy="earlybird",
+        task="sst2",
+        data=str(data),
+        output=output,
+        options=EARLYBIRD,
+        training=TRAINING,
+    )
+    return replace(job, **changes)
+
+
+@pytest.fixture(scope="module")
+def earlybird_runs(
+    tiny_task: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> list[TrainReport]:
+    root = tmp_path_factory.mktemp("earlybird_runs")
+    return [run_training(make_job(tiny_task, root / f"run{i}")) for i in range(2)]
+
+
+# --- earlybird -------------------------------------------------------------------------------
+def test_seeded_earlybird_draws_the_ticket_at_the_same_step_every_run(
+    earlybird_runs: list[TrainReport],
+) -> None:
+    first, second = earlybird_runs
+    assert first.search is not None and second.search is not None
+    assert first.search.state == "drawn"
+    assert first.search.ticket_step == second.search.ticket_step
+    assert first.search.history == second.search.history
+    manifests = [json.loads((r.job.output / MANIFEST).read_text()) for r in earlybird_runs]
+    assert manifests[0]["layers"] == manifests[1]["layers"]
+
+
+def test_the_search_stops_at_the_ticket_and_the_slim_model_trains_the_full_schedule(
+    earlybird_runs: list[TrainReport],
+) -> None:
+    report = earlybird_runs[0]
+    assert report.search is not None
+    assert report.steps == {"search": report.search.ticket_step, "train": STEPS}
+    assert report.search.ticket_step is not None and report.search.ticket_step < STEPS
+
+
+def test_pruned_shapes_match_the_ratios(earlybird_runs: list[TrainReport]) -> None:
+    model = compresskit.load(earlybird_runs[0].job.output)
+    plan = compresskit.PruningPlan.of_model(model)
+    assert plan.heads_per_layer == [3, 3]  # 1 of 4 heads removed in each layer
+    assert sum(plan.ffn_per_layer) == 16  # half of 2 x 16 neurons, ranked globally
+
+
+def test_the_saved_model_loads_and_scores_what_the_report_says(
+    earlybird_runs: list[TrainReport], tiny_task: tuple[Path, Path]
+) -> None:
+    report = earlybird_runs[0]
+    model = compresskit.load(report.job.output).eval()
+    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(report.job.output)
+    dev = encode_split(load_task("sst2", tiny_task[1]), "dev", tokenizer, TRAINING.max_seq_len)
+    inputs = collator(tokenizer)([{k: v for k, v in f.items()} for f in dev.features])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+    assert accuracy(logits.argmax(-1).numpy(), np.array(dev.labels)) == report.metrics["accuracy"]
+
+
+def test_outputs_record_plan_strategy_ticket_timings_and_figure(
+    earlybird_runs: list[TrainReport],
+) -> None:
+    out = earlybird_runs[0].job.output
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["strategy"]["strategy"] == "earlybird"
+    assert manifest["strategy"]["config"]["mask_interval"] == 1
+    assert manifest["search"]["ticket_step"] == earlybird_runs[0].search.ticket_step  # type: ignore[union-attr]
+    assert len(manifest["search"]["history"]) == manifest["search"]["ticket_step"]
+    assert manifest["task"] == {"name": "sst2", "labels": ["0", "1"]}
+    report = json.loads((out / REPORT).read_text())
+    assert set(report["seconds"]) == {
+        *("load", "search", "prune", "train", "evaluate", "save", "total"),
+    }
+    assert report["seconds"]["total"] >= sum(
+        v for k, v in report["seconds"].items() if k not in ("total", "save")
+    )
+    assert report["primary_metric"] == "accuracy" and 0 <= report["metrics"]["accuracy"] <= 1
+    assert report["macs_ratio"] > 1 and report["params_ratio"] > 1
+    assert (out / FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not out.with_name(out.name + ".run").exists()  # the work folder is cleaned up
+
+
+def test_no_rewind_trains_the_slim_model_from_the_searched_weights(
+    tiny_task: tuple[Path, Path], tmp_path: Path
+) -> None:
+    report = run_training(
+        make_job(tiny_task, tmp_path / "out", options=EARLYBIRD | {"rewind": False})
+    )
+    assert report.strategy["config"]["rewind"] is False
+    assert report.steps["train"] == STEPS
+
+
+# --- baselines -------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["none", "random", "magnitude", "taylor"])
+def test_baselines_run_through_the_same_pipeline(
+    strategy: str, tiny_task: tuple[Path, Path], tmp_path: Path
+) -> None:
+    options = {} if strategy == "none" else ONE_SHOT
+    report = run_training(make_job(tiny_task, tmp_path / "out", strategy=strategy, options=options))
+    assert report.steps == {"train": STEPS}
+    assert report.search is None
+    model = compresskit.load(tmp_path / "out")
+    plan = compresskit.PruningPlan.of_model(model)
+    if strategy == "none":
+        assert plan.heads_per_layer == [4, 4] and report.after == report.dense
+    else:
+        assert plan.heads_per_layer == [3, 3] and sum(plan.ffn_per_layer) == 16
+        assert "score" in report.seconds and "prune" in report.seconds
+
+
+def test_none_refuses_pruning_options(tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--strategy none trains the dense model"):
+        run_training(make_job(tiny_task, tmp_path / "out", strategy="none", options=ONE_SHOT))
+    assert not (tmp_path / "out.run").exists()
+
+
+# --- refusing and resuming -------------------------------------------------------------------
+def test_an_existing_output_is_refused_before_any_work(
+    tiny_task: tuple[Path, Path], tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        run_training(make_job(tiny_task, tmp_path / "out"))
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+class _Interrupt(TrainerCallback):
+    """Stops the slim training like Ctrl-C would, after `at` optimizer steps."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture
+def interrupted(
+    tiny_task: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> TrainJob:
+    """A run interrupted one step into the slim training's second epoch."""
+    real_trainer = run_module._trainer
+
+    def trainer_that_stops(*args: Any, **kwargs: Any) -> Any:
+        trainer = real_trainer(*args, **kwargs)
+        if kwargs.get("save"):
+            trainer.add_callback(_Interrupt(STEPS // 2 + 1))
+        return trainer
+
+    job = make_job(tiny_task, tmp_path / "out")
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "_trainer", trainer_that_stops)
+        with pytest.raises(KeyboardInterrupt):
+            run_training(job)
+    return job
+
+
+def test_an_interrupted_run_leaves_its_work_and_no_output(interrupted: TrainJob) -> None:
+    assert not interrupted.output.exists()
+    assert (interrupted.run_dir / "plan.json").is_file()
+    assert (interrupted.run_dir / "train" / f"checkpoint-{STEPS // 2}").is_dir()
+
+
+def test_resume_finishes_the_run_as_if_never_interrupted(
+    interrupted: TrainJob, earlybird_runs: list[TrainReport]
+) -> None:
+    report = run_training(replace(interrupted, resume=True))
+    reference = earlybird_runs[0]
+    assert report.resumed and report.steps["train"] == STEPS
+    assert report.search == reference.search
+    resumed, whole = compresskit.load(interrupted.output), compresskit.load(reference.job.output)
+    for (name, a), (_, b) in zip(
+        resumed.state_dict().items(), whole.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    assert not interrupted.run_dir.exists()
+
+
+def test_an_unfinished_run_is_not_silently_restarted(interrupted: TrainJob) -> None:
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(interrupted)
+
+
+def test_resume_refuses_changed_options(interrupted: TrainJob) -> None:
+    changed = replace(interrupted, resume=True, training=replace(TRAINING, lr=1e-3))
+    with pytest.raises(ConfigError, match="different training"):
+        run_training(changed)
