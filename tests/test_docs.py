@@ -19,3 +19,13 @@ def test_python_api_example_runs(tmp_path, monkeypatch, minilm_path):
     exec(compile(code.replace("../shared", str(SHARED)), "python-api.md", "exec"), {})
     assert (tmp_path / "out" / "api-example" / "compresskit.json").is_file()
     assert MINILM.is_dir()
+
+
+@pytest.mark.real
+def test_own_trainer_example_runs(tmp_path, monkeypatch, minilm_path):
+    monkeypatch.chdir(tmp_path)
+    (code,) = python_blocks("fine-tuning.md")
+    namespace: dict = {}
+    exec(compile(code.replace("../shared", str(SHARED)), "fine-tuning.md", "exec"), namespace)
+    assert namespace["strategy"].search_done and namespace["strategy"].ticket_step <= 10
+    assert (tmp_path / "out" / "sst2-slim" / "compresskit.json").is_file()

@@ -111,7 +111,7 @@ def _add_scheduled_group(optimizer: Any, lr_scheduler: Any, group: dict[str, Any
     if scheduler is not None:
         multiplier = scheduler.lr_lambdas[0]
         group["initial_lr"] = base_lr
-        pass
+        group["lr"] = base_lr * multiplier(scheduler.last_epoch)
     optimizer.add_param_group(group)
     if scheduler is not None:
         scheduler.base_lrs.append(base_lr)
