@@ -44,6 +44,9 @@ _LAZY = {
     "strategy_from_dict": "compresskit.registry",
     "get_adapter": "compresskit.arch",
     "supported_model_types": "compresskit.arch",
+    "export_onnx": "compresskit.exporters.onnx",
+    "OnnxClassifier": "compresskit.runtime",
+    "run_bench": "compresskit.bench",
 }
 
 __all__ = [

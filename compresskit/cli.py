@@ -255,6 +255,57 @@ def strategies(as_json: bool) -> None:
         click.echo(f"{i.name:<{width}}  {i.kind:<13}  {i.provider:<12}  {i.description}")
 
 
+@cli.group()
+def export() -> None:
+    """Export a saved model to a folder that deploys on its own."""
+
+
+@export.command("onnx")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="Folder to write.")
+@click.option(
+    "--optimize",
+    is_flag=True,
+    help="Fuse attention, LayerNorm and GELU with ONNX Runtime's optimizer (head counts per "
+    "layer); keeps the unfused graph, with a warning, if the fused one fails parity.",
+)
+@click.option(
+    "--quantize", type=click.Choice(["int8"]), help="Dynamic int8 weights (checked vs fp32)."
+)
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 20))
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def export_onnx(
+    model_dir: Path,
+    output: Path,
+    optimize: bool,
+    quantize: str | None,
+    opset: int,
+    overwrite: bool,
+) -> None:
+    """Export MODEL_DIR (compresskit or transformers folder) to ONNX, checked against PyTorch."""
+    from compresskit.exporters.onnx import export_onnx as run_export
+
+    report = run_export(
+        model_dir,
+        output,
+        optimize=optimize,
+        quantize=quantize,
+        opset=opset,
+        overwrite=overwrite,
+    )
+    click.echo(report.summary())
+
+
+def _add_lazy_commands() -> None:
+    # bench lives in its own module; importing it loads neither torch nor onnxruntime.
+    from compresskit.bench import bench_command
+
+    cli.add_command(bench_command, "bench")
+
+
+_add_lazy_commands()
+
+
 def main() -> None:
     try:
         cli(prog_name="compresskit")

@@ -31,3 +31,11 @@ class UnknownStrategyError(CompressKitError):
 
 class OutputExistsError(CompressKitError):
     """The output folder exists and overwriting was not asked for."""
+
+
+class ExportError(CompressKitError):
+    """A model could not be exported (the exporter or a graph transformation failed)."""
+
+
+class ExportParityError(ExportError):
+    """An exported graph does not compute what the PyTorch model computes."""
