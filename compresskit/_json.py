@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 _NUMBER_LIST = re.compile(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]")
@@ -15,3 +16,29 @@ def dumps(obj: Any) -> str:
     return _NUMBER_LIST.sub(
         lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text
     )
+
+
+def read_format_file(
+    path: Path,
+    *,
+    fmt: str,
+    version: int,
+    what: str,
+    error: type[Exception],
+    fix: str = "",
+) -> dict[str, Any]:
+    """A JSON file compresskit wrote, checked to be `fmt` at `version` before anything reads
+    its fields. `what` names the kind of file in errors; `fix` is appended to the version
+    error. Every failure raises `error` with one line."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path} is not readable JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"{path} is not a compresskit {what} (expected format {fmt!r})")
+    if data.get("format_version") != version:
+        raise error(
+            f"{path} has format_version {data.get('format_version')!r}; "
+            f"this compresskit reads version {version}{fix}"
+        )
+    return data

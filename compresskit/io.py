@@ -6,7 +6,6 @@ re-initialises pruned weights (TRAPS.md)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from safetensors.torch import load_model, save_model
 from transformers import PreTrainedModel
 from transformers.initialization import no_init_weights
 
-from compresskit._json import dumps
+from compresskit._json import dumps, read_format_file
 from compresskit._version import __version__
 from compresskit.arch import ArchAdapter, adapter_class, get_adapter
 from compresskit.arch.base import set_linear_width
@@ -155,19 +154,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{path} is missing: {folder} was not written by compresskit.save "
             "(a plain transformers folder loads with from_pretrained)"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFileError(f"{path} is not readable JSON: {err}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{path} is not a compresskit model manifest (expected format {FORMAT!r})"
-        )
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has format_version {manifest.get('format_version')!r}; "
-            f"this compresskit reads version {FORMAT_VERSION}"
-        )
+    manifest = read_format_file(
+        path, fmt=FORMAT, version=FORMAT_VERSION, what="model manifest", error=ModelFileError
+    )
     return manifest
 
 

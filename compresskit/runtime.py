@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from compresskit._json import read_format_file
 from compresskit.errors import CompressKitError, ModelFileError
 
 MODEL_FILE = "model.onnx"
@@ -60,19 +61,14 @@ def read_export_info(folder: str | Path) -> dict[str, Any]:
         raise ExportFolderError(
             f"{path} is missing: {folder} was not written by `compresskit export onnx`"
         )
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ExportFolderError(f"{path} is not readable JSON: {err}") from None
-    if not isinstance(info, dict) or info.get("format") != EXPORT_FORMAT:
-        raise ExportFolderError(
-            f"{path} is not a compresskit ONNX export (expected format {EXPORT_FORMAT!r})"
-        )
-    if info.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise ExportFolderError(
-            f"{path} has format_version {info.get('format_version')!r}; this compresskit "
-            f"reads version {EXPORT_FORMAT_VERSION}: re-export with this version"
-        )
+    info = read_format_file(
+        path,
+        fmt=EXPORT_FORMAT,
+        version=EXPORT_FORMAT_VERSION,
+        what="ONNX export",
+        error=ExportFolderError,
+        fix=": re-export with this version",
+    )
     if not (folder / MODEL_FILE).is_file():
         raise ExportFolderError(f"{folder / MODEL_FILE} is missing: re-export the model")
     return info
