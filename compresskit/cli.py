@@ -272,6 +272,15 @@ def export() -> None:
 @click.option(
     "--quantize", type=click.Choice(["int8"]), help="Dynamic int8 weights (checked vs fp32)."
 )
+@click.option(
+    "--eval-data",
+    help="Labelled data (as `prune --data` takes it): measure the task metric of the fp32 and "
+    "int8 graphs on its dev split and record both in export.json.",
+)
+@click.option(
+    "--eval-task",
+    help="The task of --eval-data [the task in MODEL_DIR's compresskit.json].",
+)
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 20))
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def export_onnx(
@@ -279,6 +288,8 @@ def export_onnx(
     output: Path,
     optimize: bool,
     quantize: str | None,
+    eval_data: str | None,
+    eval_task: str | None,
     opset: int,
     overwrite: bool,
 ) -> None:
@@ -292,6 +303,8 @@ def export_onnx(
         quantize=quantize,
         opset=opset,
         overwrite=overwrite,
+        eval_data=eval_data,
+        eval_task=eval_task,
     )
     click.echo(report.summary())
 
