@@ -32,7 +32,9 @@ def read_format_file(
     error. Every failure raises `error` with one line."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    # ValueError: not UTF-8, not JSON, or a number too long to read; RecursionError: nested
+    # too deeply. A file from anyone must end in `error`, never in another exception.
+    except (OSError, ValueError, RecursionError) as err:
         raise error(f"{path} is not readable JSON: {err}") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise error(f"{path} is not a compresskit {what} (expected format {fmt!r})")

@@ -29,6 +29,15 @@ class _Group(click.Group):
             if os.environ.get(DEBUG_ENV) == "1":
                 raise
             raise click.ClickException(str(err)) from None
+        except click.UsageError as err:  # a wrong flag or value: one line too, not the usage
+            if os.environ.get(DEBUG_ENV) == "1":
+                raise
+            command = err.ctx.command_path if err.ctx else "compresskit"
+            raise _UsageLine(f"{err.format_message()} (see `{command} --help`)") from None
+
+
+class _UsageLine(click.ClickException):
+    exit_code = 2  # click's status for usage errors
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

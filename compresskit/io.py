@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
-from safetensors import SafetensorError
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from transformers import PreTrainedModel
 from transformers.initialization import no_init_weights
@@ -31,6 +33,10 @@ MANIFEST = "compresskit.json"
 WEIGHTS = "model.safetensors"
 FORMAT = "compresskit.model"
 FORMAT_VERSION = 1
+
+# What transformers raises for a config.json it cannot use: unreadable, not JSON, unknown
+# model_type, or a field of the wrong type (transformers 5 validates configs strictly).
+CONFIG_ERRORS = (OSError, ValueError, StrictDataclassError)
 
 
 def save(
@@ -93,16 +99,17 @@ def _manifest(model: PreTrainedModel, adapter: ArchAdapter) -> dict[str, Any]:
 def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `directory`; on success it replaces `directory`.
 
-    On any error the temporary folder is removed and `directory` is left as it was.
+    On any error the temporary folder is removed and `directory` is left as it was. A process
+    killed meanwhile leaves its temporary folder behind; the next write to `directory` removes
+    it (and puts back a previous output caught between the two renames of `_replace`).
     """
     target = Path(directory)
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise OutputExistsError(
-            f"output {target} already exists: choose another folder or "
-            "pass overwrite=True (--overwrite)"
-        )
+    refuse_existing_output(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _clean_up_after_killed_writers(target)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f"{_scratch_prefix(target)}{os.getpid()}-", dir=target.parent)
+    )
     try:
         yield tmp
         _replace(tmp, target)
@@ -111,17 +118,59 @@ def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Itera
         raise
 
 
+def refuse_existing_output(target: Path, *, overwrite: bool) -> None:
+    """Raise OutputExistsError if `target` exists (other than as an empty folder) and
+    overwriting was not asked for: checked before any work, so no result is lost."""
+    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
+        raise OutputExistsError(
+            f"output {target} already exists: choose another folder or "
+            "pass overwrite=True (--overwrite)"
+        )
+
+
+def _scratch_prefix(target: Path) -> str:
+    # Hidden, and named after the target and the writing process, so that leftovers of a
+    # killed writer can be recognised: .NAME.ck-PID-XXXX (new) and .NAME.ck-PID-old (previous).
+    return f".{target.name}.ck-"
+
+
 def _replace(new: Path, target: Path) -> None:
     if not target.exists():
         os.replace(new, target)
         return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    old = target.with_name(f"{_scratch_prefix(target)}{os.getpid()}-old")
     os.replace(target, old)
     os.replace(new, target)
     if old.is_dir():
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink()
+
+
+def _clean_up_after_killed_writers(target: Path) -> None:
+    """Remove the scratch folders of writers of `target` that are no longer running. A
+    previous output moved aside by a writer killed before it moved the new one in goes back."""
+    prefix = _scratch_prefix(target)
+    for leftover in sorted(target.parent.glob(f"{prefix}*")):
+        pid = leftover.name[len(prefix) :].split("-")[0]
+        if not pid.isdigit() or _is_running(int(pid)):
+            continue
+        if leftover.name.endswith("-old") and not target.exists():
+            os.replace(leftover, target)
+        elif leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink()
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def load(directory: str | Path, *, attn_implementation: str | None = None) -> PreTrainedModel:
@@ -138,6 +187,12 @@ def load(directory: str | Path, *, attn_implementation: str | None = None) -> Pr
     model_class = _model_class(folder, manifest)
     adapter_cls = adapter_class(config.model_type)
     layers = _validated_layers(folder, manifest, config, adapter_cls)
+    check_weights_fit(
+        folder,
+        model_class,
+        config,
+        shape=lambda skeleton: _shape_like_saved(adapter_cls(skeleton), layers),
+    )
     with no_init_weights():
         model = model_class(config)
     _shape_like_saved(adapter_cls(model), layers)
@@ -163,8 +218,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 def _read_config(folder: Path, manifest: dict[str, Any]) -> Any:
     try:
         config = transformers.AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError) as err:
-        raise ModelFileError(f"{folder / 'config.json'} cannot be read: {err}") from None
+    except CONFIG_ERRORS as err:
+        raise ModelFileError(f"{folder / 'config.json'} cannot be read: {one_line(err)}") from None
     if config.model_type != manifest.get("model_type"):
         raise ModelFileError(
             f"{folder / MANIFEST} says model_type "
@@ -193,7 +248,7 @@ def _validated_layers(
     """Check the per-layer shapes against the base config before they size any tensor."""
     where = folder / MANIFEST
     entries = manifest.get("layers")
-    n_layers, n_heads, head_dim, ffn_width = adapter_cls.config_shape(config)
+    n_layers, n_heads, head_dim, ffn_width = config_shape(folder, config, adapter_cls)
     if not isinstance(entries, list) or len(entries) != n_layers:
         got = len(entries) if isinstance(entries, list) else "no"
         raise ModelFileError(f"{where} describes {got} layers but config.json has {n_layers}")
@@ -219,6 +274,108 @@ def _validated_layers(
     return layers
 
 
+def config_shape(folder: Path, config: Any, adapter_cls: type[ArchAdapter]) -> tuple[int, ...]:
+    """(layers, heads, head_dim, FFN width) that config.json describes, each checked to be a
+    positive integer before it sizes anything."""
+    shape: tuple[int, ...]
+    try:
+        shape = adapter_cls.config_shape(config)
+    except (ZeroDivisionError, TypeError):
+        shape = ()
+    if len(shape) != 4 or not all(type(n) is int and n > 0 for n in shape):
+        raise ModelFileError(
+            f"{folder / 'config.json'} describes no usable shape (layers, heads, head size, "
+            f"FFN width = {shape or 'undefined'}): it is damaged or not a config of this model"
+        )
+    return shape
+
+
+def check_weights_fit(
+    folder: Path,
+    model_class: type[PreTrainedModel],
+    config: Any,
+    *,
+    shape: Callable[[PreTrainedModel], None] | None = None,
+) -> None:
+    """Check, before any memory is allocated, that the model `config` describes fits this
+    machine and `folder`'s weights file: every tensor the file holds has the shape the model
+    expects, and no layer tensor is missing (transformers would initialise it at random).
+
+    The model is built on the meta device (shapes, no storage); `shape` gives it the pruned
+    shapes first. A config from a stranger asking for absurd sizes gets an error, not an
+    out-of-memory crash. Sharded or remote checkpoints get the memory check only.
+    """
+    with torch.device("meta"), no_init_weights():
+        skeleton = model_class(config)
+    _check_fits_in_memory(folder, skeleton)
+    if shape is not None:
+        shape(skeleton)
+    saved = weights_header(folder / WEIGHTS)
+    if saved is None:
+        return
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    wrong = [(n, saved[n], s) for n, s in expected.items() if n in saved and saved[n] != s]
+    if wrong:
+        name, got, want = wrong[0]
+        raise ModelFileError(
+            f"{folder / WEIGHTS} does not match config.json/{MANIFEST}: {name} is {list(got)} "
+            f"in the file but {list(want)} in the model ({len(wrong)} tensors differ); "
+            "the files do not belong together"
+        )
+    missing = [n for n in _layer_tensor_names(skeleton) if n not in saved]
+    if missing:
+        raise ModelFileError(
+            f"{folder / WEIGHTS} lacks {len(missing)} layer tensors that config.json "
+            f"describes (e.g. {missing[0]}): the file is incomplete or of another model"
+        )
+
+
+def _check_fits_in_memory(folder: Path, skeleton: PreTrainedModel) -> None:
+    needed = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
+    available = _physical_memory()
+    if available is not None and needed > available:
+        raise ModelFileError(
+            f"{folder / 'config.json'} describes a model of {needed / 1e9:.3g} GB, more than "
+            f"this machine's {available / 1e9:.3g} GB of memory: the config is damaged or not "
+            "from this model"
+        )
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def _layer_tensor_names(model: PreTrainedModel) -> list[str]:
+    in_layers = {id(p) for layer in get_adapter(model).layers() for p in layer.parameters()}
+    return [name for name, p in model.named_parameters() if id(p) in in_layers]
+
+
+def weights_header(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """Name -> shape of every tensor in a safetensors file, read from its header only; None
+    when there is no such file (a sharded or remote checkpoint)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}  # noqa: SIM118 (not a dict)
+    except SafetensorError as err:
+        raise ModelFileError(corrupt_weights_message(path, err)) from None
+
+
+def corrupt_weights_message(path: Path, err: Exception) -> str:
+    return f"{path} is corrupt or truncated ({one_line(err)}): copy or save the model again"
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut at `limit` characters (third-party errors
+    often run to pages)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _shape_like_saved(adapter: ArchAdapter, layers: list[tuple[LayerPlan, int]]) -> None:
     for layer, (kept, head_dim) in zip(adapter.layers(), layers, strict=True):
         attn, ffn = adapter.attention_parts(layer), adapter.ffn_parts(layer)
@@ -241,7 +398,7 @@ def _load_weights(model: PreTrainedModel, path: Path) -> None:
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except SafetensorError as err:
-        raise ModelFileError(f"{path} is corrupt or truncated ({err}); re-save the model") from None
+        raise ModelFileError(corrupt_weights_message(path, err)) from None
     except RuntimeError as err:
         detail = str(err).replace("\n", " ").replace("\t", "")
         raise ModelFileError(f"{path} does not match {MANIFEST}: {detail[:400]}") from None

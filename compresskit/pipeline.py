@@ -14,13 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from compresskit._json import dumps
-from compresskit.errors import ConfigError, ModelFileError, OutputExistsError
-from compresskit.io import MANIFEST, atomic_directory, write_model
+from compresskit.errors import ConfigError, ModelFileError
+from compresskit.io import (
+    CONFIG_ERRORS,
+    MANIFEST,
+    WEIGHTS,
+    atomic_directory,
+    check_weights_fit,
+    corrupt_weights_message,
+    one_line,
+    refuse_existing_output,
+    write_model,
+)
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
 
 REPORT = "report.json"
+# Files of which a model folder that has a tokenizer holds at least one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
 @dataclass(frozen=True)
@@ -96,11 +108,7 @@ def run_prune(job: PruneJob) -> PruneReport:
 def check_output_free(job: PruneJob | Any) -> None:
     """Refuse to start a job whose output exists (and is not an empty folder) unless the job
     says overwrite: the check runs before any work, so no result is lost."""
-    out = job.output
-    if out.exists() and not job.overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExistsError(
-            f"output {out} already exists: choose another folder or pass --overwrite"
-        )
+    refuse_existing_output(Path(job.output), overwrite=job.overwrite)
 
 
 def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:
@@ -111,50 +119,126 @@ def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:
         (tmp / REPORT).write_text(dumps(report.to_dict()) + "\n", encoding="utf-8")
 
 
-def load_model_and_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
+def load_model_and_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, *, require_tokenizer: bool = False
+) -> tuple[Any, Any]:
     """A compresskit folder (pruned before: plans compose), a local transformers folder, or a
     hub id. The model class is the one the checkpoint names (e.g. BertModel); the tokenizer
-    is None when the folder has none."""
-    import transformers
-
+    is None when the folder has none, or ModelFileError is raised, before the model is
+    loaded, when `require_tokenizer`."""
     from compresskit.io import load
 
     path = Path(name_or_path)
+    _check_model_path(name_or_path)
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code, required=require_tokenizer)
     if (path / MANIFEST).is_file():
-        model = load(path)
-    else:
-        if not path.exists() and (
-            name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-        ):
-            raise ModelFileError(
-                f"model {name_or_path} does not exist: give a folder with "
-                "config.json or a hub id such as bert-base-uncased"
+        return load(path), tokenizer
+    return _from_pretrained(name_or_path, trust_remote_code), tokenizer
+
+
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, *, required: bool = False
+) -> Any:
+    """The tokenizer saved with a model: None when there is none, or ModelFileError when
+    `required`.
+
+    A local folder without tokenizer files has none, whatever transformers says: transformers
+    5 builds a tokenizer of special tokens only from config.json, which reads every word as
+    [UNK] (TRAPS.md)."""
+    import transformers
+
+    path = Path(name_or_path)
+    tokenizer, why = None, f"none of {', '.join(TOKENIZER_FILES)} is there"
+    if not path.is_dir() or any((path / name).is_file() for name in TOKENIZER_FILES):
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code
             )
-        model = _from_pretrained(name_or_path, trust_remote_code)
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code
+        except CONFIG_ERRORS as err:  # it reads config.json too
+            why = one_line(err)
+    if tokenizer is None and required:
+        raise ModelFileError(
+            f"{name_or_path} has no usable tokenizer ({why}): save the model with its "
+            "tokenizer (compresskit.save(model, dir, tokenizer=tok), or tok.save_pretrained(dir))"
         )
-    except (OSError, ValueError):
-        tokenizer = None
-    return model, tokenizer
+    return tokenizer
+
+
+def _check_model_path(name_or_path: str) -> None:
+    path = Path(name_or_path)
+    if path.is_file():
+        raise ModelFileError(
+            f"model {name_or_path} is a file: give the folder that holds config.json and {WEIGHTS}"
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelFileError(
+            f"{path} has no config.json: give a folder written by compresskit.save or "
+            "save_pretrained"
+        )
+    if not path.exists() and (
+        name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    ):
+        raise ModelFileError(
+            f"model {name_or_path} does not exist: give a folder with "
+            "config.json or a hub id such as bert-base-uncased"
+        )
 
 
 def _from_pretrained(name_or_path: str, trust_remote_code: bool) -> Any:
+    """A transformers checkpoint, its config and (for a local folder) its weights file
+    checked before any weights are read; weights only from safetensors (no pickle)."""
     import transformers
+    from safetensors import SafetensorError
+
+    from compresskit.arch import adapter_class
 
     try:
         config = transformers.AutoConfig.from_pretrained(
             name_or_path, trust_remote_code=trust_remote_code
         )
-        names = getattr(config, "architectures", None) or []
-        model_class = getattr(transformers, names[0], None) if names else None
-        if model_class is None:
-            model_class = transformers.AutoModel
-        return model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFileError(f"cannot load model {name_or_path!r}: {first_line}") from None
+    except CONFIG_ERRORS as err:
+        raise ModelFileError(f"cannot load model {name_or_path!r}: {one_line(err)}") from None
+    adapter_class(config.model_type)  # an unsupported type fails before loading weights
+    model_class = _checkpoint_class(config)
+    path = Path(name_or_path)
+    if path.is_dir():
+        _require_safetensors(path)
+        check_weights_fit(path, model_class, config)
+    try:
+        return model_class.from_pretrained(
+            name_or_path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except SafetensorError as err:
+        raise ModelFileError(corrupt_weights_message(path / WEIGHTS, err)) from None
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"cannot load model {name_or_path!r}: {one_line(err)}") from None
+
+
+def _checkpoint_class(config: Any) -> Any:
+    """The model class config.json names, if transformers has it, else AutoModel."""
+    import transformers
+
+    names = getattr(config, "architectures", None) or []
+    # Only transformers' own model classes: never an arbitrary name from a file.
+    named = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
+    if isinstance(named, type) and issubclass(named, transformers.PreTrainedModel):
+        return named
+    return transformers.AutoModel
+
+
+def _require_safetensors(folder: Path) -> None:
+    if (folder / WEIGHTS).is_file() or (folder / f"{WEIGHTS}.index.json").is_file():
+        return
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+        p.name for p in folder.glob("*.pt*")
+    )
+    if pickles:
+        raise ModelFileError(
+            f"{folder} holds its weights as {pickles[0]}, a pickle that can run code when "
+            f"read: compresskit reads only {WEIGHTS}; convert it where you trust the file "
+            "(from_pretrained(dir).save_pretrained(dir) writes safetensors)"
+        )
+    raise ModelFileError(f"{folder / WEIGHTS} is missing: the folder has no weights")
 
 
 @contextmanager

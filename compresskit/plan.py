@@ -117,12 +117,13 @@ class PruningPlan:
             path = Path(text_or_path)
             try:
                 text = path.read_text(encoding="utf-8")
-            except OSError as err:
-                raise PlanError(f"cannot read plan file {path}: {err.strerror}") from None
+            except (OSError, ValueError) as err:  # ValueError: not UTF-8, or a NUL in the name
+                raise PlanError(f"cannot read plan file {path}: {_reason(err)}") from None
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise PlanError(f"plan is not valid JSON: {err}") from None
+            data = json.loads(text)
+        except (ValueError, RecursionError) as err:  # also too deeply nested, or huge numbers
+            raise PlanError(f"plan is not valid JSON: {_reason(err)}") from None
+        return cls.from_dict(data)
 
     # --- checks and algebra -------------------------------------------------------------
     def validate(self, model: nn.Module) -> None:
@@ -169,6 +170,10 @@ class PruningPlan:
         return [len(lp.ffn_kept) for lp in self.layers]
 
 
+def _reason(err: BaseException) -> str:
+    return str(getattr(err, "strerror", None) or err).splitlines()[0][:200] or type(err).__name__
+
+
 def _span(indices: Sequence[int]) -> str:
     if not indices:
         return "none"
@@ -208,6 +213,8 @@ def keep_by_score(
     scope: Scope = "layer",
     round_to: int = 1,
     min_kept: int = 0,
+    name: str = "ratio",
+    unit: str = "units",
 ) -> list[list[int]]:
     """Choose, per layer, the positions to keep: remove the `ratio` lowest-scored units.
 
@@ -218,13 +225,14 @@ def keep_by_score(
         round_to: make each layer's kept count a multiple of this (nearest multiple, ties up);
             a count above zero never rounds down to zero, and never above what the layer has.
         min_kept: keep at least this many units in every layer (if it has them).
+        name, unit: what errors call the ratio and the units ("heads_ratio", "heads").
 
     Returns:
         Per layer, the sorted positions kept (positions into `scores[i]`). Ties in score are
         broken by position, lower positions kept first, so results are deterministic.
     """
     if not 0.0 <= ratio < 1.0:
-        raise PlanError(f"ratio {ratio} is outside [0, 1): it is the fraction to remove")
+        raise PlanError(f"{name} {ratio} is outside [0, 1): it is the fraction to remove")
     if round_to < 1 or min_kept < 0:
         raise PlanError("round_to must be >= 1 and min_kept >= 0")
     sizes = [int(s.numel()) for s in scores]
@@ -235,7 +243,23 @@ def keep_by_score(
     else:
         raise PlanError(f"scope must be 'layer' or 'global', got {scope!r}")
     counts = [_adjust_count(c, n, round_to, min_kept) for c, n in zip(counts, sizes, strict=True)]
+    _check_something_kept(f"{name} {ratio:g}", unit, scope, sizes, counts)
     return [_top_positions(s, c) for s, c in zip(scores, counts, strict=True)]
+
+
+def _check_something_kept(
+    ratio: str, unit: str, scope: Scope, sizes: list[int], counts: list[int]
+) -> None:
+    """A ratio below 1 that rounds to removing every unit of every layer is a mistake (a
+    model without any attention head, or without any FFN neuron), not a request."""
+    if sum(counts) > 0 or sum(sizes) == 0:
+        return
+    # Rounding half up removes all n units of a group once ratio * n >= n - 0.5.
+    n = max(sizes) if scope == "layer" else sum(sizes)
+    raise PlanError(
+        f"{ratio} removes all {sum(sizes)} {unit}, leaving the model none: "
+        f"use a ratio below {1 - 0.5 / n:.4g} to keep at least one"
+    )
 
 
 def _round_half_up(x: float) -> int:
@@ -301,9 +325,22 @@ def plan_from_scores(
     current = PruningPlan.of_model(model)
     _check_score_shapes("head", head_scores, current.heads_per_layer)
     _check_score_shapes("FFN", ffn_scores, current.ffn_per_layer)
-    heads_pos = keep_by_score(head_scores, heads_ratio, scope=heads_scope, min_kept=min_heads)
+    heads_pos = keep_by_score(
+        head_scores,
+        heads_ratio,
+        scope=heads_scope,
+        min_kept=min_heads,
+        name="heads_ratio",
+        unit="heads",
+    )
     ffn_pos = keep_by_score(
-        ffn_scores, ffn_ratio, scope=ffn_scope, round_to=round_to, min_kept=min_ffn
+        ffn_scores,
+        ffn_ratio,
+        scope=ffn_scope,
+        round_to=round_to,
+        min_kept=min_ffn,
+        name="ffn_ratio",
+        unit="FFN neurons",
     )
     return PruningPlan(
         tuple(

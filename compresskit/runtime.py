@@ -71,7 +71,23 @@ def read_export_info(folder: str | Path) -> dict[str, Any]:
     )
     if not (folder / MODEL_FILE).is_file():
         raise ExportFolderError(f"{folder / MODEL_FILE} is missing: re-export the model")
+    _check_model_file_size(folder, info)
     return info
+
+
+def _check_model_file_size(folder: Path, info: dict[str, Any]) -> None:
+    """export.json records the size of the model.onnx it was written with: another size is
+    another file (replaced, or truncated by an interrupted copy)."""
+    recorded = info.get("model_bytes")
+    if not isinstance(recorded, int) or isinstance(recorded, bool) or recorded <= 0:
+        return  # older folders do not record it
+    actual = (folder / MODEL_FILE).stat().st_size
+    if actual != recorded:
+        raise ExportFolderError(
+            f"{folder / MODEL_FILE} is {actual} bytes but {EXPORT_FILE} was written for one "
+            f"of {recorded}: it is not the model exported with this folder (replaced or "
+            "truncated); re-export the model"
+        )
 
 
 def open_session(
@@ -102,8 +118,9 @@ def open_session(
             str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
         )
     except Exception as err:  # onnxruntime raises its own untyped errors for bad files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ExportFolderError(f"onnxruntime cannot load {model_path}: {first}") from None
+        raise ExportFolderError(
+            f"onnxruntime cannot load {model_path}: {_first_line(err)}"
+        ) from None
 
 
 class OnnxClassifier:
@@ -130,12 +147,7 @@ class OnnxClassifier:
         self.session = open_session(self.folder / MODEL_FILE, threads=threads, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = _logits_output(self.session, self.folder)
-        unknown = set(self.input_names) - set(_FEEDS)
-        if unknown:
-            raise ExportFolderError(
-                f"{self.folder / MODEL_FILE} has inputs {sorted(unknown)} that a tokenizer "
-                f"does not produce (expected some of {sorted(_FEEDS)})"
-            )
+        _check_graph_matches_folder(self.session, self.info, self.labels, self.folder)
 
     def logits(self, texts: Texts, batch_size: int = 32) -> np.ndarray:
         """Logits of shape (len(texts), len(labels)), float32, in the order of `texts`."""
@@ -173,7 +185,13 @@ class OnnxClassifier:
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
         feeds = {name: arrays[_FEEDS[name]] for name in self.input_names}
-        (logits,) = self.session.run([self.output_name], feeds)
+        try:
+            (logits,) = self.session.run([self.output_name], feeds)
+        except Exception as err:  # onnxruntime's errors are untyped
+            raise ExportFolderError(
+                f"{self.folder / MODEL_FILE} failed on this input ({_first_line(err)}): the "
+                f"graph does not fit the folder's tokenizer; re-export the model"
+            ) from None
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise ExportFolderError(
                 f"{self.folder / MODEL_FILE} returns logits of shape {logits.shape} but "
@@ -283,6 +301,37 @@ def _special_token(path: Path, key: str) -> str | None:
     if isinstance(value, dict):  # {"content": "[PAD]", "lstrip": false, ...}
         value = value.get("content")
     return value if isinstance(value, str) else None
+
+
+def _check_graph_matches_folder(
+    session: Any, info: dict[str, Any], labels: list[str], folder: Path
+) -> None:
+    """The graph takes what export.json says and a tokenizer gives, and has a logit per label."""
+    inputs = [i.name for i in session.get_inputs()]
+    unknown = set(inputs) - set(_FEEDS)
+    if unknown:
+        raise ExportFolderError(
+            f"{folder / MODEL_FILE} has inputs {sorted(unknown)} that a tokenizer "
+            f"does not produce (expected some of {sorted(_FEEDS)})"
+        )
+    recorded = info.get("inputs")
+    if isinstance(recorded, list) and sorted(map(str, recorded)) != sorted(inputs):
+        raise ExportFolderError(
+            f"{folder / MODEL_FILE} takes {sorted(inputs)} but {EXPORT_FILE} lists "
+            f"{sorted(map(str, recorded))}: the graph is not this folder's; re-export the model"
+        )
+    logits = next(o for o in session.get_outputs() if o.name == "logits")
+    width = logits.shape[-1] if logits.shape else None
+    if isinstance(width, int) and width != len(labels):
+        raise ExportFolderError(
+            f"{folder / MODEL_FILE} gives {width} logits but {EXPORT_FILE} lists "
+            f"{len(labels)} labels: the graph is not this folder's; re-export the model"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _logits_output(session: Any, folder: Path) -> str:
