@@ -30,12 +30,11 @@ from compresskit.errors import (
     ExportError,
     ExportParityError,
     ModelFileError,
-    OutputExistsError,
     UnsupportedModelError,
 )
 from compresskit.exporters import ort
 from compresskit.exporters.evaluation import EvalSet, Evaluation, read_eval_set, score
-from compresskit.io import MANIFEST, atomic_directory
+from compresskit.io import MANIFEST, atomic_directory, refuse_existing_output
 from compresskit.plan import PruningPlan
 
 logger = logging.getLogger(__name__)
@@ -74,8 +73,6 @@ SAMPLE_TEXTS = (
     "ok",
 )
 MIN_SAMPLE_TEXTS = 4
-# Files of which a model folder that has a tokenizer holds at least one.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
 # --- what each model class takes and gives -------------------------------------------------
@@ -288,11 +285,7 @@ def export_onnx(
     """
     texts = _check_options(quantize, opset, parity_tolerance, sample_texts)
     source, target = Path(model_dir), Path(output)
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise OutputExistsError(
-            f"output {target} already exists: choose another folder or pass overwrite=True "
-            "(--overwrite)"
-        )
+    refuse_existing_output(target, overwrite=overwrite)  # before the slow part
     model, tokenizer = _load_source(source)
     spec = onnx_spec(model)
     # Read the evaluation data before the slow part, so that a mistake in it costs nothing.
@@ -345,14 +338,8 @@ def _load_source(source: Path) -> tuple[Any, Any]:
             f"model folder {source} does not exist or has no config.json: give a folder "
             "written by compresskit.save or save_pretrained"
         )
-    model, tokenizer = load_model_and_tokenizer(str(source))
-    # transformers 5 builds an empty tokenizer (special tokens only) from config.json alone:
-    # require the tokenizer's own files.
-    if tokenizer is None or not any((source / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelFileError(
-            f"{source} has no tokenizer, and the exported folder must deploy on its own: "
-            "save the model with its tokenizer (compresskit.save(model, dir, tokenizer=tok))"
-        )
+    # The exported folder must deploy on its own, so it needs the model's tokenizer.
+    model, tokenizer = load_model_and_tokenizer(str(source), require_tokenizer=True)
     model.set_attn_implementation("eager")
     return model.eval(), tokenizer
 

@@ -285,7 +285,7 @@ def test_a_missing_model_folder_raises_model_file_error(tmp_path):
 
 def test_a_model_without_tokenizer_cannot_be_exported(tmp_path):
     compresskit.save(tiny_model("bert"), tmp_path / "model")
-    with pytest.raises(ModelFileError, match="no tokenizer"):
+    with pytest.raises(ModelFileError, match="has no usable tokenizer"):
         export(tmp_path / "model", tmp_path / "onnx")
 
 
