@@ -95,8 +95,12 @@ _TRAINING_KEYS = (
     "eval_batch_size",
     "weight_decay",
     "progress",
+    "max_steps",
+    "eval_every",
 )
 _TASK_KEYS = ("task", "data", "resume")
+# A model built from scratch, for pre-training (--task mlm) instead of --model.
+_SCRATCH_KEYS = ("config", "tokenizer")
 
 
 @cli.command()
@@ -105,7 +109,9 @@ _TASK_KEYS = ("task", "data", "resume")
     help="Strategy name (see `compresskit strategies`); with --task, "
     "`none` trains the dense model as the reference.",
 )
-@click.option("--model", help="Model folder, compresskit folder or hub id.")
+@click.option(
+    "--model", help="Model folder, compresskit folder or hub id (or, with --task mlm, --config)."
+)
 @click.option("--heads-ratio", type=float, help="Fraction of attention heads to remove, [0, 1).")
 @click.option("--ffn-ratio", type=float, help="Fraction of FFN neurons to remove, [0, 1).")
 @click.option("--output", type=click.Path(path_type=Path), help="Folder to write the model to.")
@@ -124,11 +130,22 @@ _TASK_KEYS = ("task", "data", "resume")
     help="Allow a hub model's own Python code to run (off by default).",
 )
 # Fine-tuning: prune while training on a task.
-@click.option("--task", help="sst2, cola, mrpc, rte, qnli, qqp, mnli, wnli or classification.")
+@click.option(
+    "--task",
+    help="sst2, cola, mrpc, rte, qnli, qqp, mnli, wnli, classification, or mlm (pre-training).",
+)
 @click.option(
     "--data",
-    help="Folder with train/dev files (TSV, CSV, JSONL), a train file, or hf:NAME[:CONFIG].",
+    help="Folder with train/dev files (TSV, CSV, JSONL), a train file, or hf:NAME[:CONFIG]; "
+    "for mlm: text files (comma-separated) or a folder of *.txt.",
 )
+@click.option(
+    "--config",
+    help="Pre-train a BERT from scratch of this size: layers=4,hidden=256,heads=4,ffn=1024.",
+)
+@click.option("--tokenizer", help="Tokenizer folder or hub id for --config.")
+@click.option("--max-steps", type=int, help="Step budget; replaces --epochs.")
+@click.option("--eval-every", type=int, help="Held-out loss every N steps (report.json curve).")
 @click.option("--epochs", type=float, help="Training epochs [3].")
 @click.option("--batch-size", type=int, help="Training batch size [32].")
 @click.option("--lr", type=float, help="Learning rate [2e-5].")
@@ -161,17 +178,19 @@ def prune(recipe: Path | None, **flags: Any) -> None:
     Without --task: a one-shot strategy scores the model once. With --task and --data: the
     model is fine-tuned; one-shot strategies prune at step 0, earlybird searches while
     training, and `--strategy none` trains the dense model; then the slim model trains,
-    is evaluated on dev and saved with report.json and a figure.
+    is evaluated on dev and saved with report.json and a figure. `--task mlm` pre-trains on
+    raw text instead (from --model, or from scratch with --config and --tokenizer).
     """
     settings = read_recipe(recipe) if recipe else {}
     settings.update({k: v for k, v in flags.items() if v is not None})
-    for required in ("strategy", "model", "output"):
-        if required not in settings:
-            raise click.UsageError(f"--{required} is required (or set {required!r} in --recipe)")
-    job = {k: settings.pop(k) for k in _JOB_KEYS if k in settings}
+    required = ("strategy", "output") if "config" in settings else ("strategy", "model", "output")
+    for name in required:
+        if name not in settings:
+            raise click.UsageError(f"--{name} is required (or set {name!r} in --recipe)")
+    job = {k: settings.pop(k) for k in (*_JOB_KEYS, *_SCRATCH_KEYS) if k in settings}
     task = {k: settings.pop(k) for k in _TASK_KEYS if k in settings}
     training = {k: settings.pop(k) for k in _TRAINING_KEYS if k in settings}
-    if task or training:
+    if task or training or set(_SCRATCH_KEYS) & set(job):
         _prune_training(job, task, training, settings)
     else:
         _prune_one_shot(job, settings)
@@ -202,15 +221,17 @@ def _prune_training(
 
     for required in ("task", "data"):
         if required not in task:
-            given = ", ".join("--" + k.replace("_", "-") for k in [*task, *training])
-            raise ConfigError(f"{given} fine-tune(s) a model: --{required} is needed too")
+            scratch = [k for k in _SCRATCH_KEYS if k in job]
+            given = ", ".join("--" + k.replace("_", "-") for k in [*scratch, *task, *training])
+            does = "pre-train(s)" if scratch else "fine-tune(s)"
+            raise ConfigError(f"{given} {does} a model: --{required} is needed too")
     from compresskit.train.run import TrainingOptions, TrainJob, run_training
 
     if "seed" in options:
         training["seed"] = options["seed"]
     report = run_training(
         TrainJob(
-            model=str(job["model"]),
+            model=None if job.get("model") is None else str(job["model"]),
             strategy=str(job["strategy"]),
             task=str(task["task"]),
             data=str(task["data"]),
@@ -221,11 +242,12 @@ def _prune_training(
             resume=bool(task.get("resume", False)),
             seq_len=int(job.get("seq_len", 128)),
             trust_remote_code=bool(job.get("trust_remote_code", False)),
+            config=None if job.get("config") is None else str(job["config"]),
+            tokenizer=None if job.get("tokenizer") is None else str(job["tokenizer"]),
         )
     )
-    click.echo(
-        f"{job['model']} fine-tuned on {task['task']} with {job['strategy']} -> {job['output']}"
-    )
+    start = job.get("model") or f"BERT ({job.get('config')})"
+    click.echo(f"{start} trained on {task['task']} with {job['strategy']} -> {job['output']}")
     click.echo(report.after.table(baseline=report.dense))
     click.echo(report.summary())
 

@@ -133,7 +133,7 @@ def load_model_and_tokenizer(
     tokenizer = load_tokenizer(name_or_path, trust_remote_code, required=require_tokenizer)
     if (path / MANIFEST).is_file():
         return load(path), tokenizer
-    return _from_pretrained(name_or_path, trust_remote_code), tokenizer
+    return load_checkpoint(name_or_path, trust_remote_code), tokenizer
 
 
 def load_tokenizer(
@@ -184,9 +184,22 @@ def _check_model_path(name_or_path: str) -> None:
         )
 
 
-def _from_pretrained(name_or_path: str, trust_remote_code: bool) -> Any:
-    """A transformers checkpoint, its config and (for a local folder) its weights file
-    checked before any weights are read; weights only from safetensors (no pickle)."""
+def load_checkpoint(
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    *,
+    auto_class: Any = None,
+    **config_updates: Any,
+) -> Any:
+    """A transformers checkpoint (a local folder or a hub id), its config and (for a local
+    folder) its weights file checked before any weights are read; weights only from
+    safetensors (no pickle). Every failure is one ModelFileError line.
+
+    Args:
+        auto_class: the class to build, e.g. AutoModelForSequenceClassification (a head the
+            checkpoint lacks is initialised); by default the class config.json names.
+        config_updates: config attributes to set first (num_labels, id2label, ...).
+    """
     import transformers
     from safetensors import SafetensorError
 
@@ -199,13 +212,15 @@ def _from_pretrained(name_or_path: str, trust_remote_code: bool) -> Any:
     except CONFIG_ERRORS as err:
         raise ModelFileError(f"cannot load model {name_or_path!r}: {one_line(err)}") from None
     adapter_class(config.model_type)  # an unsupported type fails before loading weights
-    model_class = _checkpoint_class(config)
+    checkpoint_class = _checkpoint_class(config)
     path = Path(name_or_path)
     if path.is_dir():
         _require_safetensors(path)
-        check_weights_fit(path, model_class, config)
+        check_weights_fit(path, checkpoint_class, config)  # the file against its own class
+    for name, value in config_updates.items():
+        setattr(config, name, value)
     try:
-        return model_class.from_pretrained(
+        return (auto_class or checkpoint_class).from_pretrained(
             name_or_path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except SafetensorError as err:

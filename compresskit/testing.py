@@ -1,6 +1,7 @@
 """Tiny, fully synthetic fine-tuning inputs for tests, smoke benchmarks and examples: a
-word-level tokenizer, a random-init BERT saved like a hub checkpoint, and SST-2-format files
-whose label is the polarity of one sentiment word. Nothing here is downloaded."""
+word-level tokenizer, a random-init BERT saved like a hub checkpoint, SST-2-format files
+whose label is the polarity of one sentiment word, and raw text in the same words for
+pre-training. Nothing here is downloaded."""
 
 from __future__ import annotations
 
@@ -69,3 +70,19 @@ def write_tiny_sentiment(folder: Path, n_train: int = 128, n_dev: int = 32, seed
             rows.append(f"{' '.join(words)}\t{int(label)}")
         (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
+
+
+def write_tiny_text(path: Path, lines: int = 300, seed: int = 0) -> Path:
+    """Raw text for pre-training, one "paragraph" per line, in the tiny tokenizer's words.
+    Each line repeats its sentiment word's polarity (a pattern a masked LM can learn)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(lines):
+        words = POSITIVE if rng.random() < 0.5 else NEGATIVE
+        sentence = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
+        for _ in range(2):
+            sentence.insert(rng.randint(0, len(sentence)), rng.choice(words))
+        rows.append(" ".join(sentence))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path

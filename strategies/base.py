@@ -13,8 +13,9 @@ A strategy is a class with a frozen, validated config dataclass:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -95,6 +96,8 @@ class Strategy:
     kind: ClassVar[str] = "one-shot"
     needs_data: ClassVar[bool] = False
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+    # Config values that replace the defaults when pre-training (`--task mlm`), unless set.
+    pretraining_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, config: StrategyConfig | None = None, **options: Any) -> None:
         if config is not None and options:

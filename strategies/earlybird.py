@@ -50,8 +50,9 @@ import dataclasses
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -566,6 +567,12 @@ class EarlyBirdStrategy(Strategy):
     kind: ClassVar[str] = "training-time"
     Config: ClassVar[type[StrategyConfig]] = EarlyBirdConfig
     config: EarlyBirdConfig
+    # The paper pre-trains with 4 of 12 heads per layer (the default) and 30% of FFN neurons
+    # pruned. Pre-training is one step budget: the slim model continues from the searched
+    # weights for the rest of it; rewinding would throw the search's training away.
+    pretraining_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {"ffn_ratio": 0.3, "rewind": False}
+    )
 
     def __init__(self, config: StrategyConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)

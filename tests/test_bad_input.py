@@ -107,6 +107,12 @@ def pickled_weights(tmp: Path, files: Files) -> Path:
     return folder
 
 
+def without_tokenizer(folder: Path) -> Path:
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    return folder
+
+
 def prune_args(model: Path | str, out: Path, *extra: str) -> list[str]:
     return ["prune", "--strategy", "magnitude", "--model", str(model), "--output", str(out), *extra]
 
@@ -196,6 +202,28 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
     "data file empty": (
         lambda f, t, o: prune_args(f.dense, o, "--task", "sst2", "--data", str(data_folder(t, ""))),
         "train.tsv is empty",
+    ),
+    "training from truncated weights": (
+        lambda f, t, o: prune_args(
+            truncate(f.copy("dense", t) / WEIGHTS, 200),
+            o,
+            "--task",
+            "sst2",
+            "--data",
+            str(f.data),
+        ),
+        "is corrupt or truncated",
+    ),
+    "training from a folder without a tokenizer": (
+        lambda f, t, o: prune_args(
+            without_tokenizer(f.copy("dense", t)),
+            o,
+            "--task",
+            "sst2",
+            "--data",
+            str(f.data),
+        ),
+        "has no usable tokenizer",
     ),
     "data file not utf-8": (
         lambda f, t, o: prune_args(

@@ -17,6 +17,7 @@ L1 sub-gradient before each optimizer step, and feeds the ticket detector after 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import torch
@@ -117,3 +118,64 @@ def _add_scheduled_group(optimizer: Any, lr_scheduler: Any, group: dict[str, Any
         scheduler.base_lrs.append(base_lr)
         scheduler.lr_lambdas.append(multiplier)
         scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
+class LossCurve:
+    """Held-out loss during training against wall-clock, over one or more `Trainer.train()`
+    calls (earlybird's search, then the slim training). `seconds` counts from the start of
+    the first stage and leaves out the time spent evaluating, so it is what the run would
+    take without the curve; `step` counts optimizer steps over all stages."""
+
+    def __init__(self) -> None:
+        self.origin: float | None = None
+        self.eval_seconds = 0.0
+        self.points: list[dict[str, Any]] = []
+
+    def callback(self, stage: str, step_offset: int = 0) -> LossCurveCallback:
+        """A callback that adds the evaluations of one stage to this curve."""
+        return LossCurveCallback(self, stage, step_offset)
+
+
+class LossCurveCallback(TrainerCallback):
+    """Records each evaluation the Trainer runs (`eval_strategy="steps"`) into a LossCurve."""
+
+    def __init__(self, curve: LossCurve, stage: str, step_offset: int) -> None:
+        self.curve, self.stage, self.step_offset = curve, stage, step_offset
+        self.last_step_end = 0.0
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.last_step_end = time.perf_counter()
+        if self.curve.origin is None:
+            self.curve.origin = self.last_step_end
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.last_step_end = time.perf_counter()
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kw: Any,
+    ) -> None:
+        curve, step = self.curve, self.step_offset + state.global_step
+        if curve.origin is None or not self.last_step_end or not metrics:
+            return  # an evaluation outside training
+        if "eval_loss" not in metrics or (curve.points and curve.points[-1]["step"] == step):
+            return  # no loss, or this step is already on the curve (the final evaluation)
+        trained = self.last_step_end - curve.origin - curve.eval_seconds
+        curve.points.append(
+            {
+                "stage": self.stage,
+                "step": step,
+                "seconds": round(trained, 4),
+                "loss": metrics["eval_loss"],
+            }
+        )
+        # The Trainer evaluates right after a step ends: everything since then was evaluation.
+        curve.eval_seconds += time.perf_counter() - self.last_step_end

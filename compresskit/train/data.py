@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from compresskit.errors import ConfigError
 
@@ -27,6 +27,8 @@ LABEL_COLUMN = "label"
 SUFFIXES = (".tsv", ".csv", ".jsonl")
 HELD_OUT_FRACTION = 0.1
 HUB_PREFIX = "hf:"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -260,24 +262,22 @@ def _find(folder: Path, stems: Sequence[str], split: str) -> Path:
 
 def _file_splits(spec: TaskSpec, path: Path, seed: int) -> _Splits:
     examples = _read_file(spec, path)
-    train, dev = _hold_out(examples, seed, str(path))
+    train, dev = hold_out(examples, seed, str(path))
     note = f"{len(dev)} held out of {len(examples)}, seed {seed}"
     return _Splits(train, dev, str(path), f"held out of {path}", str(path), note)
 
 
-def _hold_out(
-    examples: list[Example], seed: int, where: str
-) -> tuple[list[Example], list[Example]]:
-    """Split off a seeded HELD_OUT_FRACTION (at least one example) as dev, both in file order."""
-    if len(examples) < 2:
+def hold_out(items: list[T], seed: int, where: str) -> tuple[list[T], list[T]]:
+    """Split off a seeded HELD_OUT_FRACTION (at least one item) as dev, both in file order."""
+    if len(items) < 2:
         raise ConfigError(
-            f"{where} has {len(examples)} example(s): at least 2 are needed to hold one out "
+            f"{where} has {len(items)} example(s): at least 2 are needed to hold one out "
             "as dev; add examples or give a folder with train and dev files"
         )
-    size = max(1, int(len(examples) * HELD_OUT_FRACTION))
-    held = set(random.Random(seed).sample(range(len(examples)), size))
-    train = [e for i, e in enumerate(examples) if i not in held]
-    return train, [e for i, e in enumerate(examples) if i in held]
+    size = max(1, int(len(items) * HELD_OUT_FRACTION))
+    held = set(random.Random(seed).sample(range(len(items)), size))
+    train = [e for i, e in enumerate(items) if i not in held]
+    return train, [e for i, e in enumerate(items) if i in held]
 
 
 def _check_splits(splits: _Splits) -> None:
@@ -350,7 +350,7 @@ def _read_file(spec: TaskSpec, path: Path) -> list[Example]:
     return _examples(spec, reader(spec, path))
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its line break) for every non-empty line."""
     try:
         # newline="\n": a stray "\r" inside a GLUE sentence must not end the line.
@@ -367,7 +367,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _tsv_table(spec: TaskSpec, path: Path) -> _Table:
     # GLUE TSVs do not quote: a '"' is part of the text, so split on tabs by hand.
-    lines = _lines(path)
+    lines = read_lines(path)
     first = next(lines, None)
     if first is None:
         raise ConfigError(f"{path} is empty; give a file with examples")
@@ -410,7 +410,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 
 def _jsonl_table(spec: TaskSpec, path: Path) -> _Table:
-    rows = (_json_object(path, number, line) for number, line in _lines(path))
+    rows = (_json_object(path, number, line) for number, line in read_lines(path))
     first = next(rows, None)
     if first is None:
         raise ConfigError(f"{path} is empty: it needs one JSON object per line")
@@ -510,7 +510,7 @@ def _label(row: Mapping[str, Any], column: str, at: str) -> str:
 
 
 def _hub_splits(spec: TaskSpec, ref: str, seed: int) -> _Splits:
-    dataset = _load_hub(ref)
+    dataset = load_hub(ref)
     if "train" not in dataset:
         raise ConfigError(f"{ref} has no 'train' split (it has {_listing(list(dataset))})")
     train = _hub_examples(spec, dataset["train"], f"{ref} train")
@@ -521,12 +521,12 @@ def _hub_splits(spec: TaskSpec, ref: str, seed: int) -> _Splits:
     # No validation split (imdb has only train/test): hold out part of train rather than
     # tune on test.
     everything = len(train)
-    train, dev = _hold_out(train, seed, f"{ref} train")
+    train, dev = hold_out(train, seed, f"{ref} train")
     note = f"{len(dev)} held out of train's {everything}, seed {seed}"
     return _Splits(train, dev, f"{ref} train", f"held out of {ref} train", ref, note)
 
 
-def _load_hub(ref: str) -> Any:
+def load_hub(ref: str) -> Any:
     name, _, config = ref.removeprefix(HUB_PREFIX).partition(":")
     if not name:
         raise ConfigError(f"{ref!r} names no dataset: write hf:NAME or hf:NAME:CONFIG")

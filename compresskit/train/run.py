@@ -1,7 +1,11 @@
-"""Prune while fine-tuning, end to end: load a task, let a strategy choose (a one-shot
+"""Prune while training, end to end: load a task, let a strategy choose (a one-shot
 strategy at step 0, earlybird by searching while training), prune, train the slim model,
 evaluate, save. `--strategy none` trains the dense model through the same steps, so every
 strategy is compared with identical data, seeds and hyper-parameters.
+
+Two kinds of task: sequence classification (fine-tuning: the slim model trains the full
+schedule after the search) and `mlm`, masked-LM pre-training on raw text from a checkpoint or
+from scratch (one step budget: the slim model trains for what the search left of it).
 
 Unfinished work lives in `<output>.run/` (the job, the plan, per-epoch checkpoints of the
 slim training); `resume=True` continues from there, and it is removed once the output is
@@ -28,29 +32,46 @@ from transformers.trainer_utils import get_last_checkpoint
 from compresskit._json import dumps
 from compresskit.errors import ConfigError
 from compresskit.io import MANIFEST, atomic_directory, load, write_model
-from compresskit.pipeline import check_output_free, timed
+from compresskit.pipeline import check_output_free, load_checkpoint, load_tokenizer, timed
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
 from compresskit.strategies.base import Strategy
 from compresskit.strategies.earlybird import EarlyBirdStrategy
-from compresskit.train.callback import EarlyBirdCallback
+from compresskit.train.callback import EarlyBirdCallback, LossCurve
 from compresskit.train.data import TaskData, load_task
 from compresskit.train.encode import EncodedSplit, collator, encode_split
 from compresskit.train.figure import write_figure
 from compresskit.train.metrics import compute_metrics
+from compresskit.train.mlm_data import (
+    MlmCollator,
+    TextData,
+    encode_blocks,
+    load_text,
+    masked_once,
+)
+from compresskit.train.mlm_model import (
+    MaskedLMTrainer,
+    ModelSize,
+    classifier_from_pretrained,
+    load_masked_lm,
+    masked_lm_from_scratch,
+)
 
 logger = logging.getLogger(__name__)
 
 REPORT = "report.json"
 FIGURE = "pruning.png"
 DENSE = "none"  # the strategy name that trains the dense model (the reference)
+MLM = "mlm"  # the task that pre-trains a masked-LM model on raw text
 
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """Fine-tuning hyper-parameters, the same for every strategy and for both stages of
-    earlybird (search and slim training). `epochs` may be fractional."""
+    """Training hyper-parameters, the same for every strategy and for both stages of
+    earlybird (search and slim training). `epochs` may be fractional; `max_steps`, when set,
+    is the step budget instead. `eval_every` evaluates on the held-out split every that many
+    steps, for the loss curve in report.json."""
 
     epochs: float = 3.0
     batch_size: int = 32
@@ -61,14 +82,17 @@ class TrainingOptions:
     weight_decay: float = 0.01
     seed: int = 0
     progress: bool = True
+    max_steps: int | None = None
+    eval_every: int | None = None
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)
         _positive("lr", self.lr)
         for name in ("batch_size", "max_seq_len", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
-        if self.max_train_samples is not None:
-            _positive_int("max_train_samples", self.max_train_samples)
+        for name in ("max_train_samples", "max_steps", "eval_every"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         if not 0 <= self.weight_decay < 1:
             raise ConfigError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
 
@@ -87,10 +111,12 @@ def _positive_int(name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """A fine-tuning prune. `options` are the strategy's config fields; `seq_len` is the
-    sequence length MACs are counted at."""
+    """A prune while training. `options` are the strategy's config fields; `seq_len` is the
+    sequence length MACs are counted at. `model` is the starting checkpoint; for `task="mlm"`
+    from scratch, leave it None and give `config` (a ModelSize spec, `layers=4,hidden=256,
+    heads=4,ffn=1024`) and `tokenizer` (a folder or hub id)."""
 
-    model: str
+    model: str | None
     strategy: str
     task: str
     data: str
@@ -101,15 +127,42 @@ class TrainJob:
     resume: bool = False
     seq_len: int = 128
     trust_remote_code: bool = False
+    config: str | None = None
+    tokenizer: str | None = None
 
     @property
     def run_dir(self) -> Path:
         return self.output.with_name(self.output.name + ".run")
 
+    @property
+    def is_mlm(self) -> bool:
+        return self.task.lower() == MLM
+
+    def check_model_source(self) -> None:
+        """Exactly one of `model` and `config` (which only pre-training takes), and a
+        `tokenizer` exactly when building from `config`."""
+        if self.config is None:
+            if not self.model:
+                raise ConfigError("--model is needed (or, with --task mlm, --config)")
+            if self.tokenizer is not None:
+                raise ConfigError("--tokenizer goes with --config: a --model brings its own")
+            return
+        if not self.is_mlm:
+            raise ConfigError("--config builds a model from scratch to pre-train: use --task mlm")
+        if self.model:
+            raise ConfigError(
+                "give --model (start from a checkpoint) or --config (from scratch), not both"
+            )
+        if self.tokenizer is None:
+            raise ConfigError("--config needs --tokenizer: the folder or hub id of a tokenizer")
+        ModelSize.parse(self.config)
+
     def identity(self) -> dict[str, Any]:
         """What must match for `resume` to continue a run (not the output flags)."""
         return {
             "model": self.model,
+            "config": self.config,
+            "tokenizer": self.tokenizer,
             "strategy": self.strategy,
             "task": self.task,
             "data": self.data,
@@ -159,6 +212,7 @@ class TrainReport:
     steps: dict[str, int]
     search: SearchRecord | None
     resumed: bool
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def primary_metric(self) -> str:
@@ -167,6 +221,8 @@ class TrainReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.job.model,
+            "config": self.job.config,
+            "tokenizer": self.job.tokenizer,
             "output": str(self.job.output),
             "task": self.job.task,
             "data": self.data_source,
@@ -178,6 +234,7 @@ class TrainReport:
             "seconds": self.seconds,
             "steps": self.steps,
             "search": None if self.search is None else asdict(self.search),
+            "curve": self.curve,
             "resumed": self.resumed,
             "seq_len": self.job.seq_len,
             "dense": self.dense.to_dict(),
@@ -188,7 +245,8 @@ class TrainReport:
 
     def summary(self) -> str:
         """A few lines for the terminal: metric, ticket, wall-clock per stage."""
-        lines = [f"dev {k}: {v:.4f}" for k, v in self.metrics.items()]
+        split = "held-out" if self.job.is_mlm else "dev"
+        lines = [f"{split} {k}: {v:.4f}" for k, v in self.metrics.items()]
         if self.search is not None:
             lines.append(
                 f"search: {self.search.state} at step {self.search.ticket_step} "
@@ -203,16 +261,12 @@ def run_training(job: TrainJob) -> TrainReport:
     """Run `job` and save the slim model with its tokenizer, compresskit.json, report.json
     and the figure into `job.output`."""
     start = time.perf_counter()
+    job.check_model_source()
     strategy = _build_strategy(job)  # validates before any work
     check_output_free(job)
     seconds: dict[str, float] = {}
     with timed(seconds, "load"):
-        data = load_task(
-            job.task,
-            job.data,
-            max_train_samples=job.training.max_train_samples,
-            seed=job.training.seed,
-        )
+        data = _load_data(job)
         resumed = _prepare_run_dir(job)  # only once the task and data are known to be good
     try:
         report = _run(job, strategy, data, resumed, seconds, start)
@@ -224,46 +278,63 @@ def run_training(job: TrainJob) -> TrainReport:
     return report
 
 
+@dataclass(frozen=True)
+class _Workload:
+    """What both stages train and evaluate: the model (dense until pruned), its tokenizer,
+    the encoded splits and the collator that makes their batches."""
+
+    model: Any
+    tokenizer: Any
+    train_set: EncodedSplit
+    eval_set: EncodedSplit
+    collator: Any
+
+
 def _run(
     job: TrainJob,
     strategy: Strategy | None,
-    data: TaskData,
+    data: TaskData | TextData,
     resumed: bool,
     seconds: dict[str, float],
     start: float,
 ) -> TrainReport:
     with timed(seconds, "load"):
-        model, tokenizer = _load_classifier(job, data)
-        train_set = encode_split(data, "train", tokenizer, job.training.max_seq_len)
-        dev_set = encode_split(data, "dev", tokenizer, job.training.max_seq_len)
-        dense = dense_stats(model, job.seq_len)
-    plan, search = _choose(job, strategy, model, tokenizer, train_set, seconds)
+        work = _prepare_mlm(job, data) if isinstance(data, TextData) else _prepare(job, data)
+        dense = dense_stats(work.model, job.seq_len)
+    curve = LossCurve()
+    plan, search = _choose(job, strategy, work, curve, seconds)
     if plan is not None:
         with timed(seconds, "prune"):
             from compresskit.pruner import prune
 
-            prune(model, plan)
-    trainer = _trainer(job, model, tokenizer, train_set, job.run_dir / "train", save=True)
+            prune(work.model, plan)
+    trainer = _trainer(
+        job, work, job.run_dir / "train", save=True, max_steps=_slim_steps(job, work, search)
+    )
+    if job.training.eval_every:
+        trainer.add_callback(curve.callback("train", 0 if search is None else search.steps))
     with timed(seconds, "train"):
         checkpoint = get_last_checkpoint(str(job.run_dir / "train")) if resumed else None
-        trainer.train(resume_from_checkpoint=checkpoint)
+        if trainer.args.max_steps != 0:
+            trainer.train(resume_from_checkpoint=checkpoint)
     with timed(seconds, "evaluate"):
-        metrics = _evaluate(trainer, dev_set, data)
+        metrics = _evaluate(trainer, work.eval_set, data)
     steps = {"train": trainer.state.global_step}
     report = TrainReport(
         job,
         {"strategy": DENSE} if strategy is None else strategy.to_dict(),
         data.source,
-        data.labels,
+        data.labels if isinstance(data, TaskData) else (),
         dense,
-        model_stats(model, job.seq_len),
+        model_stats(work.model, job.seq_len),
         metrics,
         seconds,
         steps if search is None else {"search": search.steps} | steps,
         search,
         resumed,
+        curve.points,
     )
-    _save(job, model, tokenizer, report, start)
+    _save(job, work.model, work.tokenizer, report, start)
     return report
 
 
@@ -277,12 +348,71 @@ def _worth_resuming(run_dir: Path) -> bool:
 
 # --- setting up --------------------------------------------------------------------------------
 def _build_strategy(job: TrainJob) -> Strategy | None:
+    """The strategy of `job`; pre-training fills in the strategy's own pre-training defaults
+    (earlybird: the paper's 30% FFN) where the job sets nothing."""
     if job.strategy == DENSE:
         extra = sorted(set(job.options) - {"seed"})
         if extra:
             raise ConfigError(f"--strategy none trains the dense model: drop {', '.join(extra)}")
         return None
-    return get_strategy_class(job.strategy)(**job.options)
+    strategy_class = get_strategy_class(job.strategy)
+    if job.is_mlm:
+        return strategy_class(**{**strategy_class.pretraining_defaults, **job.options})
+    return strategy_class(**job.options)
+
+
+def _load_data(job: TrainJob) -> TaskData | TextData:
+    t = job.training
+    if job.is_mlm:
+        return load_text(job.data, max_train_lines=t.max_train_samples, seed=t.seed)
+    return load_task(job.task, job.data, max_train_samples=t.max_train_samples, seed=t.seed)
+
+
+def _prepare(job: TrainJob, data: TaskData) -> _Workload:
+    model, tokenizer = _load_classifier(job, data)
+    train_set = encode_split(data, "train", tokenizer, job.training.max_seq_len)
+    dev_set = encode_split(data, "dev", tokenizer, job.training.max_seq_len)
+    return _Workload(model, tokenizer, train_set, dev_set, collator(tokenizer))
+
+
+def _prepare_mlm(job: TrainJob, text: TextData) -> _Workload:
+    """The masked-LM model (from `job.config` or `job.model`), training blocks, and held-out
+    blocks masked once with the seed."""
+    t, remote = job.training, job.trust_remote_code
+    if job.config is not None:
+        assert job.tokenizer is not None  # checked by TrainJob.check_model_source
+        tokenizer = load_tokenizer(job.tokenizer, remote, required=True)
+        size = ModelSize.parse(job.config)
+        model = masked_lm_from_scratch(size, tokenizer, t.max_seq_len, t.seed)
+    else:
+        assert job.model is not None
+        model = load_masked_lm(job.model, trust_remote_code=remote, seed=t.seed)
+        tokenizer = load_tokenizer(job.model, remote, required=True)
+    positions = getattr(model.config, "max_position_embeddings", t.max_seq_len)
+    if t.max_seq_len > positions:
+        raise ConfigError(f"max_seq_len {t.max_seq_len} is above the model's {positions} positions")
+    train_set = encode_blocks(text.train, tokenizer, t.max_seq_len, "training")
+    held_out = encode_blocks(text.held_out, tokenizer, t.max_seq_len, "held-out")
+    eval_set = masked_once(held_out, tokenizer, t.seed)
+    return _Workload(model, tokenizer, train_set, eval_set, MlmCollator(tokenizer))
+
+
+def _step_budget(job: TrainJob, train_set: EncodedSplit) -> int:
+    """Optimizer steps the whole run may take: `max_steps`, else what the Trainer makes of
+    `epochs` (one step per batch, the last batch of an epoch may be short)."""
+    t = job.training
+    if t.max_steps is not None:
+        return t.max_steps
+    return math.ceil(t.epochs * math.ceil(len(train_set) / t.batch_size))
+
+
+def _slim_steps(job: TrainJob, work: _Workload, search: SearchRecord | None) -> int | None:
+    """Steps of the slim (or dense) training. Fine-tuning: the full schedule again (None:
+    from `epochs`). Pre-training: what the search left of the budget."""
+    if not job.is_mlm:
+        return job.training.max_steps
+    searched = 0 if search is None else search.steps
+    return max(_step_budget(job, work.train_set) - searched, 0)
 
 
 def _prepare_run_dir(job: TrainJob) -> bool:
@@ -319,55 +449,47 @@ def _check_same_job(saved: dict[str, Any], identity: dict[str, Any], run_dir: Pa
 def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
     """The model with a sequence-classification head for `data`'s labels (seeded, so every
     strategy starts from the same head), and its tokenizer."""
+    assert job.model is not None  # checked by TrainJob.check_model_source
     transformers.set_seed(job.training.seed)
     id2label = dict(enumerate(data.labels))
     if (Path(job.model) / MANIFEST).is_file():
         model = load(job.model)
-        if model.config.num_labels != data.num_labels or "Classification" not in type(
-            model
-        ).__name__.replace("TokenClassification", ""):
+        name = type(model).__name__
+        if name.endswith("ForMaskedLM") or model.base_model is model:
+            # Pre-trained by compresskit (pruned or not): its encoder under a new head.
+            model = classifier_from_pretrained(model, id2label)
+        elif model.config.num_labels != data.num_labels or "Classification" not in name.replace(
+            "TokenClassification", ""
+        ):
             raise ConfigError(
-                f"{job.model} is a {type(model).__name__} with {model.config.num_labels} "
-                f"labels; training on {job.task} needs a sequence classifier with "
-                f"{data.num_labels}: start from the dense checkpoint"
+                f"{job.model} is a {name} with {model.config.num_labels} labels; training on "
+                f"{job.task} needs a sequence classifier with {data.num_labels}: start from "
+                "the dense checkpoint or a masked-LM model"
             )
     else:
-        model = _from_pretrained_classifier(job, id2label)
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            job.model, trust_remote_code=job.trust_remote_code
-        )
-    except (OSError, ValueError):
-        raise ConfigError(
-            f"{job.model} has no tokenizer: training needs one (tokenizer.json or vocab files "
-            "beside config.json)"
-        ) from None
-    return model, tokenizer
+        model = _from_pretrained_classifier(job, job.model, id2label)
+    return model, load_tokenizer(job.model, job.trust_remote_code, required=True)
 
 
-def _from_pretrained_classifier(job: TrainJob, id2label: dict[int, str]) -> Any:
-    from compresskit.errors import ModelFileError
-
-    try:
-        return transformers.AutoModelForSequenceClassification.from_pretrained(
-            job.model,
-            num_labels=len(id2label),
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            trust_remote_code=job.trust_remote_code,
-        )
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFileError(f"cannot load model {job.model!r}: {first}") from None
+def _from_pretrained_classifier(job: TrainJob, model: str, id2label: dict[int, str]) -> Any:
+    return load_checkpoint(
+        model,
+        job.trust_remote_code,
+        auto_class=transformers.AutoModelForSequenceClassification,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
 
 
 def _trainer(
-    job: TrainJob, model: Any, tokenizer: Any, train_set: EncodedSplit, folder: Path, *, save: bool
+    job: TrainJob, work: _Workload, folder: Path, *, save: bool, max_steps: int | None
 ) -> Trainer:
     t = job.training
     args = TrainingArguments(
         output_dir=str(folder),
         num_train_epochs=t.epochs,
+        max_steps=-1 if max_steps is None else max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
         learning_rate=t.lr,
@@ -375,18 +497,23 @@ def _trainer(
         seed=t.seed,
         save_strategy="epoch" if save else "no",
         save_total_limit=1,
-        eval_strategy="no",
+        eval_strategy="steps" if t.eval_every else "no",
+        eval_steps=t.eval_every,
+        # Masked-LM logits are (examples, tokens, vocabulary): never gather them.
+        prediction_loss_only=job.is_mlm,
         logging_steps=50,
         report_to="none",
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    return Trainer(
-        model=model,
+    trainer_class = MaskedLMTrainer if job.is_mlm else Trainer
+    return trainer_class(
+        model=work.model,
         args=args,
-        train_dataset=train_set,
-        data_collator=collator(tokenizer),
-        processing_class=tokenizer,
+        train_dataset=work.train_set,
+        eval_dataset=work.eval_set if t.eval_every else None,
+        data_collator=work.collator,
+        processing_class=work.tokenizer,
     )
 
 
@@ -394,9 +521,8 @@ def _trainer(
 def _choose(
     job: TrainJob,
     strategy: Strategy | None,
-    model: Any,
-    tokenizer: Any,
-    train_set: EncodedSplit,
+    work: _Workload,
+    curve: LossCurve,
     seconds: dict[str, float],
 ) -> tuple[PruningPlan | None, SearchRecord | None]:
     """The plan (None: train dense) and, for a search, how it ended. A plan chosen by an
@@ -409,15 +535,15 @@ def _choose(
         seconds.update(record["seconds"])
         search = None if record["search"] is None else SearchRecord(**record["search"])
         if search is not None and not strategy.config.rewind:
-            _load_searched_weights(model, job.run_dir)
+            _load_searched_weights(work.model, job.run_dir)
         return PruningPlan.from_dict(record["plan"]), search
     if isinstance(strategy, EarlyBirdStrategy):
         with timed(seconds, "search"):
-            plan, search = _search(job, strategy, model, tokenizer, train_set)
+            plan, search = _search(job, strategy, work, curve)
         stage = {"search": seconds["search"]}
     else:
         with timed(seconds, "score"):
-            plan, search = strategy.plan(model, _scoring_batches(job, tokenizer, train_set)), None
+            plan, search = strategy.plan(work.model, _scoring_batches(job, work)), None
         stage = {"score": seconds["score"]}
     record = {"plan": plan.to_dict(), "search": None if search is None else asdict(search)}
     saved.write_text(dumps(record | {"seconds": stage}) + "\n", encoding="utf-8")
@@ -425,12 +551,17 @@ def _choose(
 
 
 def _search(
-    job: TrainJob, strategy: EarlyBirdStrategy, model: Any, tokenizer: Any, train_set: EncodedSplit
+    job: TrainJob, strategy: EarlyBirdStrategy, work: _Workload, curve: LossCurve
 ) -> tuple[PruningPlan, SearchRecord]:
     """Train with the coefficients until the ticket is drawn (or the cap, or the end of the
-    schedule), then detach them and rewind (unless `rewind=False`)."""
-    trainer = _trainer(job, model, tokenizer, train_set, job.run_dir / "search", save=False)
+    schedule), then detach them and rewind (unless `rewind=False`). The schedule is the
+    whole run's, so the search is the beginning of it."""
+    model = work.model
+    max_steps = job.training.max_steps
+    trainer = _trainer(job, work, job.run_dir / "search", save=False, max_steps=max_steps)
     trainer.add_callback(EarlyBirdCallback(strategy))
+    if job.training.eval_every:
+        trainer.add_callback(curve.callback("search"))
     trainer.train()
     plan = strategy.plan(model)
     strategy.detach()
@@ -453,19 +584,30 @@ def _load_searched_weights(model: Any, run_dir: Path) -> None:
     load_model(model, str(run_dir / "searched.safetensors"))
 
 
-def _scoring_batches(job: TrainJob, tokenizer: Any, train_set: EncodedSplit) -> Any:
+def _scoring_batches(job: TrainJob, work: _Workload) -> Any:
     """Training batches in file order, for strategies that score with data (taylor)."""
     return torch.utils.data.DataLoader(
-        train_set, batch_size=job.training.batch_size, collate_fn=collator(tokenizer)
+        work.train_set, batch_size=job.training.batch_size, collate_fn=work.collator
     )
 
 
 # --- evaluating and saving ---------------------------------------------------------------------
-def _evaluate(trainer: Trainer, dev_set: EncodedSplit, data: TaskData) -> dict[str, float]:
+def _evaluate(
+    trainer: Trainer, dev_set: EncodedSplit, data: TaskData | TextData
+) -> dict[str, float]:
+    if isinstance(data, TextData):
+        return _evaluate_mlm(trainer, dev_set)
     output = trainer.predict(dev_set)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     predictions = np.asarray(logits).argmax(-1)
     return compute_metrics(data.metrics, predictions, np.asarray(dev_set.labels))
+
+
+def _evaluate_mlm(trainer: Trainer, held_out: EncodedSplit) -> dict[str, float]:
+    """Masked-LM loss on the held-out blocks (mean over blocks of the loss per masked token)
+    and its perplexity."""
+    loss = float(trainer.evaluate(held_out)["eval_loss"])
+    return {"mlm_loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
 
 
 def _save(job: TrainJob, model: Any, tokenizer: Any, report: TrainReport, start: float) -> None:
@@ -481,10 +623,10 @@ def _save(job: TrainJob, model: Any, tokenizer: Any, report: TrainReport, start:
 
 
 def _manifest_extra(report: TrainReport) -> dict[str, Any]:
-    extra: dict[str, Any] = {
-        "strategy": report.strategy,
-        "task": {"name": report.job.task, "labels": list(report.labels)},
-    }
+    task: dict[str, Any] = {"name": report.job.task, "labels": list(report.labels)}
+    if report.job.is_mlm:
+        task = {"name": MLM, "data": report.data_source}
+    extra: dict[str, Any] = {"strategy": report.strategy, "task": task}
     if report.search is not None:
         extra["search"] = asdict(report.search)
     return extra

@@ -1,0 +1,277 @@
+"""Masked-LM pre-training from scratch on WikiText-2: earlybird against dense.
+
+Both runs are the same `compresskit prune --task mlm --config ...` command with the same data,
+held-out split, seed, step budget and hyper-parameters; only the strategy differs. Each
+records its held-out MLM loss every --eval-every steps with the wall-clock at that point
+(evaluation time left out). The table answers: when is the ticket drawn (as a fraction of the
+budget), and how do the two compare in held-out loss at equal steps and at equal wall-clock?
+
+    python benchmarks/pretrain_wikitext.py          # small BERT, 2 cores: ~15 minutes in all
+    python benchmarks/pretrain_wikitext.py --smoke  # tiny synthetic text and model (CI)
+
+Writes pretrain_wikitext.json, .md and .png (loss against wall-clock and against step, and
+the mask distances of the search), and each run's output folder and log, to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import compresskit.machine
+from compresskit.testing import write_tiny_text, write_tiny_tokenizer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TOKENIZER = SHARED / "models" / "minilm-l6-h384-uncased"
+WIKITEXT = SHARED / "data" / "wikitext-2"
+RUNS = {"dense": ["--strategy", "none"], "earlybird": ["--strategy", "earlybird"]}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("bench-out/pretrain_wikitext"))
+    parser.add_argument("--smoke", action="store_true", help="tiny model and text, seconds")
+    parser.add_argument("--tokenizer", type=Path, default=TOKENIZER)
+    parser.add_argument(
+        "--data", default=f"{WIKITEXT / 'valid.txt'},{WIKITEXT / 'test.txt'}", help="text files"
+    )
+    parser.add_argument("--config", default="layers=4,hidden=256,heads=8,ffn=1024")
+    parser.add_argument("--max-steps", default="400")
+    parser.add_argument("--batch-size", default="16")
+    parser.add_argument("--lr", default="5e-4")
+    parser.add_argument("--max-seq-len", default="64")
+    parser.add_argument("--eval-every", default="25")
+    parser.add_argument("--seed", default="0")
+    parser.add_argument(
+        "--earlybird",
+        default="--max-search-steps 200",
+        help="extra options for the earlybird run, e.g. '--eps 0.05'",
+    )
+    return parser.parse_args()
+
+
+def common(args: argparse.Namespace) -> list[str]:
+    return [
+        *("--task", "mlm", "--data", str(args.data), "--config", args.config),
+        *("--tokenizer", str(args.tokenizer), "--max-steps", args.max_steps),
+        *("--batch-size", args.batch_size, "--lr", args.lr, "--max-seq-len", args.max_seq_len),
+        *("--eval-every", args.eval_every, "--eval-batch-size", "64", "--seed", args.seed),
+        *("--no-progress", "--overwrite"),
+    ]
+
+
+def run_one(name: str, options: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    out = args.output / name
+    argv = ["compresskit", "prune", *options, *common(args), "--output", str(out)]
+    log = args.output / f"{name}.log"
+    with log.open("w") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "compresskit", *argv[1:]], stdout=stream, stderr=stream
+        )
+    if done.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:]
+        raise SystemExit(f"run {name} failed ({done.returncode}): {tail} — see {log}")
+    report = json.loads((out / "report.json").read_text())
+    report["command"] = shlex.join(argv)
+    return report
+
+
+# --- comparing ----------------------------------------------------------------------------------
+def loss_at(curve: list[dict[str, Any]], key: str, x: float) -> float | None:
+    """The held-out loss at step / second `x`, linear between evaluations; None past the end."""
+    xs = [p[key] for p in curve]
+    if not xs or x > xs[-1] or x < xs[0]:
+        return None
+    return float(np.interp(x, xs, [p["loss"] for p in curve]))
+
+
+def compare(dense: dict[str, Any], earlybird: dict[str, Any]) -> dict[str, Any]:
+    search = earlybird["search"]
+    budget = dense["steps"]["train"]
+    d_curve, e_curve = dense["curve"], earlybird["curve"]
+    e_seconds, d_seconds = e_curve[-1]["seconds"], d_curve[-1]["seconds"]
+    checkpoints = sorted({budget // 4, budget // 2, 3 * budget // 4, budget})
+    return {
+        "budget": budget,
+        "ticket": {
+            "state": search["state"],
+            "step": search["ticket_step"],
+            "fraction_of_budget": search["ticket_step"] / budget,
+        },
+        "at_equal_steps": [
+            {
+                "step": s,
+                "dense": loss_at(d_curve, "step", s),
+                "earlybird": loss_at(e_curve, "step", s),
+            }
+            for s in checkpoints
+        ],
+        "at_equal_seconds": {
+            "seconds": min(d_seconds, e_seconds),  # when the faster run finished
+            "dense": loss_at(d_curve, "seconds", min(d_seconds, e_seconds)),
+            "earlybird": loss_at(e_curve, "seconds", min(d_seconds, e_seconds)),
+            "dense_step": _steps_by(d_curve, min(d_seconds, e_seconds)),
+            "earlybird_step": _steps_by(e_curve, min(d_seconds, e_seconds)),
+        },
+        "training_seconds": {"dense": d_seconds, "earlybird": e_seconds},
+        "final": {"dense": dense["metrics"], "earlybird": earlybird["metrics"]},
+        "macs_ratio": earlybird["macs_ratio"],
+        "params_ratio": earlybird["params_ratio"],
+    }
+
+
+def _steps_by(curve: list[dict[str, Any]], seconds: float) -> float:
+    return float(np.interp(seconds, [p["seconds"] for p in curve], [p["step"] for p in curve]))
+
+
+# --- writing ------------------------------------------------------------------------------------
+def figure(path: Path, dense: dict[str, Any], earlybird: dict[str, Any]) -> None:
+    """Held-out loss against wall-clock and against step, and the search's mask distances."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    by_time, by_step, distance = fig.subplots(1, 3)
+    ticket = earlybird["search"]["ticket_step"]
+    for name, report in (("dense", dense), ("earlybird", earlybird)):
+        curve = report["curve"]
+        by_time.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], label=name)
+        by_step.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=name)
+    by_step.axvline(ticket, color="red", linewidth=1, label=f"ticket, step {ticket}")
+    ticket_seconds = _seconds_at(earlybird["curve"], ticket)
+    if ticket_seconds is not None:
+        by_time.axvline(ticket_seconds, color="red", linewidth=1, label="ticket")
+    for ax, xlabel in (
+        (by_time, "training wall-clock (s, evaluation excluded)"),
+        (by_step, "step"),
+    ):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("held-out MLM loss")
+        ax.legend(fontsize=8)
+    by_time.set_title("loss against wall-clock")
+    by_step.set_title("loss against step")
+    _distances(distance, earlybird["search"])
+    fig.savefig(path, dpi=100)
+
+
+def _seconds_at(curve: list[dict[str, Any]], step: int) -> float | None:
+    steps = [p["step"] for p in curve]
+    if not steps or step < steps[0]:
+        return None
+    return float(np.interp(step, steps, [p["seconds"] for p in curve]))
+
+
+def _distances(ax: Any, search: dict[str, Any]) -> None:
+    records = [r for r in search["history"] if r["max_distance"] is not None]
+    steps = [r["step"] for r in records]
+    for kind in ("heads", "ffn"):
+        ax.plot(steps, [max(r[kind]) for r in records], "-o", markersize=3, label=kind)
+    ax.axhline(search["eps"], color="grey", linestyle="--", label=f"eps {search['eps']}")
+    ax.axvline(search["ticket_step"], color="red", linewidth=1, label=search["state"])
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"max mask distance in window of {search['window']}")
+    ax.set_title("early-bird search")
+    ax.legend(fontsize=8)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s, c, m = result["settings"], result["comparison"], result["machine"]
+    t, same = c["ticket"], c["at_equal_seconds"]
+    lines = [
+        f"# Masked-LM pre-training from scratch: earlybird against dense ({result['mode']})",
+        "",
+        f"BERT `{s['config']}` from scratch, tokenizer {s['tokenizer']}; text "
+        f"{result['data_source']}; {c['budget']} steps, batch {s['batch_size']}, blocks of "
+        f"{s['max_seq_len']} tokens, lr {s['lr']}, seed {s['seed']}; held-out loss every "
+        f"{s['eval_every']} steps.",
+        "",
+        f"- Ticket: {t['state']} at step {t['step']} = {100 * t['fraction_of_budget']:.1f}% of "
+        "the budget.",
+        f"- Slim model: {c['macs_ratio']:.2f}x fewer MACs, {c['params_ratio']:.2f}x fewer "
+        "parameters (embeddings and MLM head included).",
+        f"- Training wall-clock to the end of the budget (evaluation excluded): dense "
+        f"{c['training_seconds']['dense']:.1f} s, earlybird "
+        f"{c['training_seconds']['earlybird']:.1f} s.",
+        "",
+        "| at step | dense loss | earlybird loss | Δ (earlybird − dense) |",
+        "|---|---|---|---|",
+        *[
+            f"| {r['step']} | {_f(r['dense'])} | {_f(r['earlybird'])} | "
+            f"{_delta(r['earlybird'], r['dense'])} |"
+            for r in c["at_equal_steps"]
+        ],
+        "",
+        f"At equal wall-clock ({same['seconds']:.1f} s, when the faster run finished): dense "
+        f"{_f(same['dense'])} (step {same['dense_step']:.0f}), earlybird "
+        f"{_f(same['earlybird'])} (step {same['earlybird_step']:.0f}), Δ "
+        f"{_delta(same['earlybird'], same['dense'])}.",
+        "",
+        f"Final held-out perplexity: dense {c['final']['dense']['perplexity']:.1f}, earlybird "
+        f"{c['final']['earlybird']['perplexity']:.1f}.",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch "
+        f"threads; torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}. "
+        f"Runs were sequential; 1-min load average {result['load_before']:.2f} before.",
+        "",
+        "Commands:",
+        "",
+        "```",
+        *[r["command"] for r in result["reports"].values()],
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _f(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _delta(a: float | None, b: float | None) -> str:
+    return "" if a is None or b is None else f"{a - b:+.3f}"
+
+
+def main() -> None:
+    args = parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    extra = {"dense": [], "earlybird": shlex.split(args.earlybird)}
+    with tempfile.TemporaryDirectory() as tiny:
+        if args.smoke:
+            args.tokenizer = Path(tiny) / "tokenizer"
+            write_tiny_tokenizer(args.tokenizer)
+            args.data = str(write_tiny_text(Path(tiny) / "text.txt"))
+            args.config, args.max_steps, args.lr = "layers=2,hidden=32,heads=4,ffn=16", "30", "5e-3"
+            args.max_seq_len, args.eval_every = "16", "5"
+            extra["earlybird"] += ["--mask-interval", "1", "--window", "3"]
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        reports = {name: run_one(name, [*opts, *extra[name]], args) for name, opts in RUNS.items()}
+    result = {
+        "mode": "smoke" if args.smoke else "full",
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "machine": compresskit.machine.machine_info(),
+        "load_before": load_before,
+        "seconds": round(time.perf_counter() - start, 1),
+        "data_source": reports["dense"]["data"],
+        "comparison": compare(reports["dense"], reports["earlybird"]),
+        "reports": reports,
+    }
+    (args.output / "pretrain_wikitext.json").write_text(json.dumps(result, indent=1) + "\n")
+    figure(args.output / "pretrain_wikitext.png", reports["dense"], reports["earlybird"])
+    text = markdown(result)
+    (args.output / "pretrain_wikitext.md").write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
