@@ -246,6 +246,13 @@ def _prune_training(
             tokenizer=None if job.get("tokenizer") is None else str(job["tokenizer"]),
         )
     )
+    if report.process_index:  # under torchrun: the main process (0) reports
+        ticket = "" if report.search is None else f", ticket at step {report.search.ticket_step}"
+        click.echo(
+            f"process {report.process_index} of {report.processes}: done, with the same plan "
+            f"as process 0{ticket}; process 0 wrote {job['output']}"
+        )
+        return
     start = job.get("model") or f"BERT ({job.get('config')})"
     click.echo(f"{start} trained on {task['task']} with {job['strategy']} -> {job['output']}")
     click.echo(report.after.table(baseline=report.dense))

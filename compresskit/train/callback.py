@@ -12,6 +12,10 @@ The callback attaches the coefficients when training begins (unless they are att
 already), adds them to the Trainer's optimizer as their own group (no weight decay, the
 strategy's `coef_lr` or the Trainer's learning rate, following the Trainer's schedule), adds the
 L1 sub-gradient before each optimizer step, and feeds the ticket detector after each step.
+
+Under DDP (torchrun), attach before the Trainer wraps the model, as part of it, so that DDP
+averages the coefficients' gradients and every process draws the same masks:
+`strategy.attach(model, as_submodule=True)`, then build the Trainer.
 """
 
 from __future__ import annotations
@@ -62,7 +66,10 @@ class EarlyBirdCallback(TrainerCallback):
             if model is None:
                 raise ConfigError("EarlyBirdCallback got no model from the Trainer")
             coefficients = self.strategy.attach(model)
-        if optimizer is not None and not _holds(optimizer, coefficients.parameters()):
+        if optimizer is not None and not _in_own_group(optimizer, coefficients.parameters()):
+            # Coefficients attached as a submodule (for DDP) are model parameters, so the
+            # Trainer put them in its weight groups, with weight decay: take them out.
+            _remove_from_groups(optimizer, coefficients.parameters())
             group = self.strategy.param_group()
             group.setdefault("lr", args.learning_rate)
             _add_scheduled_group(optimizer, lr_scheduler, group)
@@ -92,9 +99,20 @@ class EarlyBirdCallback(TrainerCallback):
             self.strategy.end_search(state.global_step)
 
 
-def _holds(optimizer: Any, params: Any) -> bool:
-    ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    return any(id(p) in ids for p in params)
+def _in_own_group(optimizer: Any, params: Any) -> bool:
+    """Whether a group of the optimizer holds only these parameters (the user added
+    strategy.param_group() themselves)."""
+    ids = {id(p) for p in params}
+    return any(
+        group["params"] and all(id(p) in ids for p in group["params"])
+        for group in optimizer.param_groups
+    )
+
+
+def _remove_from_groups(optimizer: Any, params: Any) -> None:
+    ids = {id(p) for p in params}
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in ids]
 
 
 def _add_scheduled_group(optimizer: Any, lr_scheduler: Any, group: dict[str, Any]) -> None:

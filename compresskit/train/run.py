@@ -40,6 +40,13 @@ from compresskit.strategies.base import Strategy
 from compresskit.strategies.earlybird import EarlyBirdStrategy
 from compresskit.train.callback import EarlyBirdCallback, LossCurve
 from compresskit.train.data import TaskData, load_task
+from compresskit.train.distributed import (
+    check_same_everywhere,
+    is_main_process,
+    on_cpu,
+    process_state,
+    wait_for_everyone,
+)
 from compresskit.train.encode import EncodedSplit, collator, encode_split
 from compresskit.train.figure import write_figure
 from compresskit.train.metrics import compute_metrics
@@ -213,6 +220,8 @@ class TrainReport:
     search: SearchRecord | None
     resumed: bool
     curve: list[dict[str, Any]] = field(default_factory=list)
+    processes: int = 1  # DDP processes that trained (torchrun --nproc_per_node × nodes)
+    process_index: int = 0  # this process's rank; 0 wrote the output
 
     @property
     def primary_metric(self) -> str:
@@ -236,6 +245,9 @@ class TrainReport:
             "search": None if self.search is None else asdict(self.search),
             "curve": self.curve,
             "resumed": self.resumed,
+            "processes": self.processes,
+            # What one optimizer step sees: every process's batch (DDP averages gradients).
+            "global_batch_size": self.job.training.batch_size * self.processes,
             "seq_len": self.job.seq_len,
             "dense": self.dense.to_dict(),
             "after": self.after.to_dict(),
@@ -261,6 +273,7 @@ def run_training(job: TrainJob) -> TrainReport:
     """Run `job` and save the slim model with its tokenizer, compresskit.json, report.json
     and the figure into `job.output`."""
     start = time.perf_counter()
+    process_state()  # joins the launcher's process group, if any, before anything is decided
     job.check_model_source()
     strategy = _build_strategy(job)  # validates before any work
     check_output_free(job)
@@ -271,10 +284,11 @@ def run_training(job: TrainJob) -> TrainReport:
     try:
         report = _run(job, strategy, data, resumed, seconds, start)
     except BaseException:
-        if not _worth_resuming(job.run_dir):
+        if is_main_process() and not _worth_resuming(job.run_dir):
             shutil.rmtree(job.run_dir, ignore_errors=True)
         raise
-    shutil.rmtree(job.run_dir, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(job.run_dir, ignore_errors=True)
     return report
 
 
@@ -333,6 +347,8 @@ def _run(
         search,
         resumed,
         curve.points,
+        process_state().num_processes,
+        process_state().process_index,
     )
     _save(job, work.model, work.tokenizer, report, start)
     return report
@@ -429,9 +445,12 @@ def _prepare_run_dir(job: TrainJob) -> bool:
         )
     if job.resume:
         logger.warning("nothing to resume in %s: starting from the beginning", run_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    saved.write_text(dumps(identity) + "\n", encoding="utf-8")
+    wait_for_everyone()  # every process has looked before the main one starts afresh
+    if is_main_process():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        saved.write_text(dumps(identity) + "\n", encoding="utf-8")
+    wait_for_everyone()
     return False
 
 
@@ -505,6 +524,7 @@ def _trainer(
         report_to="none",
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=on_cpu(),
     )
     trainer_class = MaskedLMTrainer if job.is_mlm else Trainer
     return trainer_class(
@@ -546,7 +566,11 @@ def _choose(
             plan, search = strategy.plan(work.model, _scoring_batches(job, work)), None
         stage = {"score": seconds["score"]}
     record = {"plan": plan.to_dict(), "search": None if search is None else asdict(search)}
-    saved.write_text(dumps(record | {"seconds": stage}) + "\n", encoding="utf-8")
+    # Each process chose on its own (DDP keeps their weights and coefficients equal): prove
+    # they agree before the models change shape.
+    check_same_everywhere("the plan and the search that chose it", record)
+    if is_main_process():
+        saved.write_text(dumps(record | {"seconds": stage}) + "\n", encoding="utf-8")
     return plan, search
 
 
@@ -558,6 +582,9 @@ def _search(
     whole run's, so the search is the beginning of it."""
     model = work.model
     max_steps = job.training.max_steps
+    # Part of the model before the Trainer wraps it, so that DDP averages the coefficients'
+    # gradients like any other's and every process draws the same masks.
+    strategy.attach(model, as_submodule=True)
     trainer = _trainer(job, work, job.run_dir / "search", save=False, max_steps=max_steps)
     trainer.add_callback(EarlyBirdCallback(strategy))
     if job.training.eval_every:
@@ -567,7 +594,7 @@ def _search(
     strategy.detach()
     if strategy.config.rewind:
         strategy.rewind(model)
-    else:
+    elif is_main_process():
         _save_searched_weights(model, job.run_dir)
     return plan, SearchRecord.of(strategy, trainer.state.global_step)
 
@@ -611,7 +638,12 @@ def _evaluate_mlm(trainer: Trainer, held_out: EncodedSplit) -> dict[str, float]:
 
 
 def _save(job: TrainJob, model: Any, tokenizer: Any, report: TrainReport, start: float) -> None:
-    """Model, tokenizer, compresskit.json, figure and report.json, all or nothing."""
+    """Model, tokenizer, compresskit.json, figure and report.json, all or nothing; written by
+    the main process while the others wait, so every process returns once the output is
+    there."""
+    if not is_main_process():
+        wait_for_everyone()
+        return
     seconds = report.seconds
     with atomic_directory(job.output, overwrite=job.overwrite) as tmp:
         save_start = time.perf_counter()
@@ -620,6 +652,7 @@ def _save(job: TrainJob, model: Any, tokenizer: Any, report: TrainReport, start:
         seconds["save"] = round(time.perf_counter() - save_start, 4)
         seconds["total"] = round(time.perf_counter() - start, 4)
         (tmp / REPORT).write_text(dumps(report.to_dict()) + "\n", encoding="utf-8")
+    wait_for_everyone()
 
 
 def _manifest_extra(report: TrainReport) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""Training on many processes with torch.distributed (DDP), launched by `torchrun` or
+`accelerate launch`: compresskit starts no processes of its own. The process group comes from
+the launcher's environment through accelerate (gloo on CPUs, NCCL on GPUs); one process
+without a launcher is the same code with a world of one.
+
+What the training pipeline asks of it: every process makes the same decisions (validation,
+the early-bird ticket and plan, checked here to be identical), and only the main process
+writes files, while the others wait at a barrier so that none races ahead to a folder that is
+not there yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from compresskit._json import dumps
+from compresskit.errors import CompressKitError
+
+
+class DistributedMismatchError(CompressKitError):
+    """Processes of one distributed run reached different decisions."""
+
+
+def process_state() -> Any:
+    """accelerate's PartialState for this process, creating the process group on first use
+    (from torchrun's RANK / WORLD_SIZE / MASTER_ADDR variables)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=on_cpu())
+
+
+def on_cpu() -> bool:
+    """Whether training runs on CPUs: accelerate starts a CPU process group (gloo) only when
+    told so, and the Trainer's TrainingArguments(use_cpu=...) must say the same."""
+    return not torch.cuda.is_available()
+
+
+def is_main_process() -> bool:
+    return bool(process_state().is_main_process)
+
+
+def wait_for_everyone() -> None:
+    process_state().wait_for_everyone()
+
+
+def check_same_everywhere(what: str, value: Any) -> None:
+    """Raise DistributedMismatchError unless every process holds the same `value` (compared
+    as canonical JSON). A no-op with one process."""
+    state = process_state()
+    if state.num_processes == 1:
+        return
+    mine = dumps(value)
+    gathered: list[Any] = [None] * state.num_processes
+    torch.distributed.all_gather_object(gathered, mine)
+    different = [rank for rank, text in enumerate(gathered) if text != gathered[0]]
+    if different:
+        raise DistributedMismatchError(
+            f"{what} differs between processes: rank 0 has {_short(gathered[0])} but rank "
+            f"{different[0]} has {_short(gathered[different[0]])}; the processes did not train "
+            "the same coefficients (check that every rank runs the same code, data and seed)"
+        )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
