@@ -97,8 +97,9 @@ _TRAINING_KEYS = (
     "progress",
     "max_steps",
     "eval_every",
+    "save_every",
 )
-_TASK_KEYS = ("task", "data", "resume")
+_TASK_KEYS = ("task", "data", "resume", "encoding")
 # A model built from scratch, for pre-training (--task mlm) instead of --model.
 _SCRATCH_KEYS = ("config", "tokenizer")
 
@@ -144,8 +145,16 @@ _SCRATCH_KEYS = ("config", "tokenizer")
     help="Pre-train a BERT from scratch of this size: layers=4,hidden=256,heads=4,ffn=1024.",
 )
 @click.option("--tokenizer", help="Tokenizer folder or hub id for --config.")
+@click.option(
+    "--encoding", help="Encoding of the --data files (utf-8, latin-1, cp1252, ...) [utf-8]."
+)
 @click.option("--max-steps", type=int, help="Step budget; replaces --epochs.")
 @click.option("--eval-every", type=int, help="Held-out loss every N steps (report.json curve).")
+@click.option(
+    "--save-every",
+    type=int,
+    help="Checkpoint every N steps, the search included, for --resume [each epoch].",
+)
 @click.option("--epochs", type=float, help="Training epochs [3].")
 @click.option("--batch-size", type=int, help="Training batch size [32].")
 @click.option("--lr", type=float, help="Learning rate [2e-5].")
@@ -240,6 +249,7 @@ def _prune_training(
             training=TrainingOptions(**training),
             overwrite=bool(job.get("overwrite", False)),
             resume=bool(task.get("resume", False)),
+            encoding=str(task.get("encoding", "utf-8")),
             seq_len=int(job.get("seq_len", 128)),
             trust_remote_code=bool(job.get("trust_remote_code", False)),
             config=None if job.get("config") is None else str(job["config"]),

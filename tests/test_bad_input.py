@@ -225,6 +225,12 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
         ),
         "has no usable tokenizer",
     ),
+    "unknown data encoding": (
+        lambda f, t, o: prune_args(
+            f.dense, o, "--task", "sst2", "--data", str(f.data), "--encoding", "klingon"
+        ),
+        "unknown encoding 'klingon': give a Python codec name such as utf-8",
+    ),
     "data file not utf-8": (
         lambda f, t, o: prune_args(
             f.dense,
@@ -232,7 +238,8 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
             *["--task", "sst2", "--data"],
             str(data_folder(t, "sentence\tlabel\ncaf\xe9 good\t1\n".encode("latin-1"))),
         ),
-        "train.tsv is not UTF-8",
+        "train.tsv line 2 is not UTF-8 text (invalid continuation byte): re-save the file as "
+        "UTF-8, or name its encoding with --encoding",
     ),
     "data without a label column": (
         lambda f, t, o: prune_args(

@@ -472,9 +472,32 @@ MISTAKES: dict[str, tuple[dict[str, str], str, str, tuple[str, ...]]] = {
         {"train.csv": "text,label\n\udcff,0\n"},
         "classification",
         "train.csv",
-        ("is not UTF-8",),
+        ("train.csv line 2 is not UTF-8 text", "--encoding"),
     ),
 }
+
+
+LATIN_1_ROWS = "sentence\tlabel\ncaf\xe9 cr\xe8me good\t1\nna\xefve and dull\t0\n"
+
+
+def test_an_encoding_reads_files_that_are_not_utf8(tmp_path):
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_bytes(LATIN_1_ROWS.encode("latin-1"))
+    data = load_task("sst2", tmp_path, encoding="latin-1")
+    assert [e.text for e in data.dev] == ["caf\xe9 cr\xe8me good", "na\xefve and dull"]
+    message = config_error(lambda: load_task("sst2", tmp_path))
+    assert "train.tsv line 2 is not UTF-8 text" in message
+
+
+@pytest.mark.parametrize(
+    ("encoding", "words"),
+    [("klingon", "unknown encoding 'klingon'"), ("utf-16", "cannot be read line by line")],
+)
+def test_unusable_encodings_are_refused(tmp_path, encoding, words):
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    assert words in config_error(
+        lambda: load_task("sst2", tmp_path / "train.tsv", encoding=encoding)
+    )
 
 
 @pytest.mark.parametrize("mistake", MISTAKES)

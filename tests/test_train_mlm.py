@@ -281,3 +281,15 @@ def test_a_classification_run_records_its_dev_loss_curve_too(
     )
     assert [p["step"] for p in report.curve] == [4, 8]
     assert all(p["stage"] == "train" and p["loss"] > 0 for p in report.curve)
+
+
+def test_text_files_in_another_encoding_read_with_encoding(tmp_path):
+    from compresskit.errors import ConfigError
+    from compresskit.train.mlm_data import load_text
+
+    path = tmp_path / "corpus.txt"
+    path.write_bytes("".join(f"line {i} caf\xe9\n" for i in range(20)).encode("latin-1"))
+    text = load_text(str(path), encoding="latin-1")
+    assert all(line.endswith("caf\xe9") for line in text.train + text.held_out)
+    with pytest.raises(ConfigError, match=r"corpus\.txt line 1 is not UTF-8 text"):
+        load_text(str(path))

@@ -195,7 +195,7 @@ def interrupted(
 
     def trainer_that_stops(*args: Any, **kwargs: Any) -> Any:
         trainer = real_trainer(*args, **kwargs)
-        if kwargs.get("save"):
+        if Path(args[2]).name == "train":  # the slim training, not the search
             trainer.add_callback(_Interrupt(STEPS // 2 + 1))
         return trainer
 

@@ -20,17 +20,32 @@ averages the coefficients' gradients and every process draws the same masks:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from compresskit._json import dumps
 from compresskit.errors import ConfigError
 from compresskit.strategies.earlybird import EarlyBirdStrategy
 
 logger = logging.getLogger(__name__)
+
+# Written into each Trainer checkpoint of a search: the detector (mask history, distances,
+# ticket) and the ticket's scores. The coefficients themselves are in the checkpoint's model
+# weights when attached as a submodule, and the optimizer state holds their moments.
+SEARCH_STATE = "earlybird_search.json"
 
 
 class EarlyBirdCallback(TrainerCallback):
@@ -74,6 +89,14 @@ class EarlyBirdCallback(TrainerCallback):
             group.setdefault("lr", args.learning_rate)
             _add_scheduled_group(optimizer, lr_scheduler, group)
 
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if args.should_save and self.strategy.coefficients is not None:
+            folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            state_json = dumps(self.strategy.search_state()) + "\n"
+            (folder / SEARCH_STATE).write_text(state_json, encoding="utf-8")
+
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
@@ -97,6 +120,27 @@ class EarlyBirdCallback(TrainerCallback):
         if not self.strategy.search_done:
             # Training ran out before the masks settled: end with the mask of the last step.
             self.strategy.end_search(state.global_step)
+
+
+def add_coefficient_group(trainer: Trainer, strategy: EarlyBirdStrategy) -> None:
+    """Create `trainer`'s optimizer now, with `strategy`'s (attached) coefficients in a group of
+    their own, so that the Trainer's schedule covers them from the start and the optimizer
+    state of a checkpoint loads back into the same groups on resume. Without this the callback
+    adds the group when training begins, after a checkpoint's optimizer state was loaded."""
+    coefficients = strategy._require_coefficients().parameters()
+    optimizer = trainer.create_optimizer()
+    _remove_from_groups(optimizer, coefficients)
+    group = strategy.param_group()
+    group.setdefault("lr", trainer.args.learning_rate)
+    optimizer.add_param_group(group)
+
+
+def load_search_checkpoint(strategy: EarlyBirdStrategy, checkpoint: str | Path) -> None:
+    """Put back the detector and ticket state that `on_save` wrote into `checkpoint`."""
+    path = Path(checkpoint) / SEARCH_STATE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: {checkpoint} is not a checkpoint of a search")
+    strategy.load_search_state(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _in_own_group(optimizer: Any, params: Any) -> bool:

@@ -8,6 +8,7 @@ order that turns them into class ids. No torch here, and `datasets` is imported 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import random
@@ -159,7 +160,12 @@ class TaskData:
 
 
 def load_task(
-    task: str, data: str | Path, *, max_train_samples: int | None = None, seed: int = 0
+    task: str,
+    data: str | Path,
+    *,
+    max_train_samples: int | None = None,
+    seed: int = 0,
+    encoding: str = "utf-8",
 ) -> TaskData:
     """Read train and dev examples of `task` from a folder, a file or `hf:NAME[:CONFIG]`.
 
@@ -167,10 +173,11 @@ def load_task(
         max_train_samples: keep this many train examples, drawn with `seed` and kept in file
             order; None keeps all. Dev is never subsampled.
         seed: drives the subsample and, for a single file, which 10% is held out as dev.
+        encoding: of the data files (utf-8, latin-1, cp1252, ...).
     """
     spec = task_spec(task)
     _check_sample_size(max_train_samples)
-    splits = _read_splits(spec, data, seed)
+    splits = _read_splits(spec, data, seed, text_encoding(encoding))
     labels = _label_set(splits)
     train = _subsample(splits.train, max_train_samples, seed)
     train_note = f"{len(train)} of {len(splits.train)}, seed {seed}"
@@ -219,15 +226,15 @@ class _Splits:
     dev_note: str
 
 
-def _read_splits(spec: TaskSpec, data: str | Path, seed: int) -> _Splits:
+def _read_splits(spec: TaskSpec, data: str | Path, seed: int, encoding: str) -> _Splits:
     if isinstance(data, str) and data.startswith(HUB_PREFIX):
         splits = _hub_splits(spec, data, seed)
     else:
         path = Path(data)
         if path.is_dir():
-            splits = _folder_splits(spec, path)
+            splits = _folder_splits(spec, path, encoding)
         elif path.is_file():
-            splits = _file_splits(spec, path, seed)
+            splits = _file_splits(spec, path, seed, encoding)
         else:
             raise ConfigError(
                 f"data {str(data)!r} does not exist: give a folder with train and dev files, "
@@ -237,10 +244,10 @@ def _read_splits(spec: TaskSpec, data: str | Path, seed: int) -> _Splits:
     return splits
 
 
-def _folder_splits(spec: TaskSpec, folder: Path) -> _Splits:
+def _folder_splits(spec: TaskSpec, folder: Path, encoding: str) -> _Splits:
     train_path = _find(folder, ("train",), "train")
     dev_path = _find(folder, spec.dev_names, "dev")
-    train, dev = _read_file(spec, train_path), _read_file(spec, dev_path)
+    train, dev = _read_file(spec, train_path, encoding), _read_file(spec, dev_path, encoding)
     return _Splits(
         train,
         dev,
@@ -260,8 +267,8 @@ def _find(folder: Path, stems: Sequence[str], split: str) -> Path:
     raise ConfigError(f"no {split} file in {folder}: looked for {', '.join(names)}{hint}")
 
 
-def _file_splits(spec: TaskSpec, path: Path, seed: int) -> _Splits:
-    examples = _read_file(spec, path)
+def _file_splits(spec: TaskSpec, path: Path, seed: int, encoding: str) -> _Splits:
+    examples = _read_file(spec, path, encoding)
     train, dev = hold_out(examples, seed, str(path))
     note = f"{len(dev)} held out of {len(examples)}, seed {seed}"
     return _Splits(train, dev, str(path), f"held out of {path}", str(path), note)
@@ -342,32 +349,65 @@ class _Columns:
     label: str
 
 
-def _read_file(spec: TaskSpec, path: Path) -> list[Example]:
+def _read_file(spec: TaskSpec, path: Path, encoding: str) -> list[Example]:
     readers = {".tsv": _tsv_table, ".csv": _csv_table, ".jsonl": _jsonl_table}
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise ConfigError(f"{path}: unknown file type {path.suffix!r}; use {', '.join(SUFFIXES)}")
-    return _examples(spec, reader(spec, path))
+    return _examples(spec, reader(spec, path, encoding))
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+def text_encoding(name: str) -> str:
+    """The codec to read data files with: `name` checked, and UTF-8 read as utf-8-sig (a
+    byte-order mark some editors write is not text). Line-based reading needs an encoding in
+    which a line break is the byte 0x0A, which excludes UTF-16 and UTF-32."""
+    try:
+        codec = codecs.lookup(name).name
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"unknown encoding {name!r}: give a Python codec name such as utf-8, latin-1 or cp1252"
+        ) from None
+    if codec.startswith(("utf-16", "utf-32")):
+        raise ConfigError(f"{name} files cannot be read line by line: re-save them as UTF-8")
+    return "utf-8-sig" if codec == "utf-8" else codec
+
+
+def read_lines(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its line break) for every non-empty line."""
     try:
         # newline="\n": a stray "\r" inside a GLUE sentence must not end the line.
-        with path.open(encoding="utf-8-sig", newline="\n") as file:
+        with path.open(encoding=encoding, newline="\n") as file:
             for number, line in enumerate(file, start=1):
                 line = line.rstrip("\r\n")
                 if line:
                     yield number, line
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
+        raise _not_decodable(path, encoding, err) from None
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from None
 
 
-def _tsv_table(spec: TaskSpec, path: Path) -> _Table:
+def _not_decodable(path: Path, encoding: str, err: UnicodeDecodeError) -> ConfigError:
+    """Which line of `path` does not decode: the reader's error gives a position in its
+    buffer, not in the file, so find the line again in the raw bytes."""
+    where = ""
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                where = f" line {number}"
+                break
+    name = "UTF-8" if encoding == "utf-8-sig" else encoding
+    return ConfigError(
+        f"{path}{where} is not {name} text ({err.reason}): re-save the file as UTF-8, or name "
+        "its encoding with --encoding (e.g. --encoding latin-1)"
+    )
+
+
+def _tsv_table(spec: TaskSpec, path: Path, encoding: str) -> _Table:
     # GLUE TSVs do not quote: a '"' is part of the text, so split on tabs by hand.
-    lines = read_lines(path)
+    lines = read_lines(path, encoding)
     first = next(lines, None)
     if first is None:
         raise ConfigError(f"{path} is empty; give a file with examples")
@@ -380,8 +420,8 @@ def _tsv_table(spec: TaskSpec, path: Path) -> _Table:
     return _Table(str(path), header, rows)
 
 
-def _csv_table(spec: TaskSpec, path: Path) -> _Table:
-    rows = _csv_rows(path)
+def _csv_table(spec: TaskSpec, path: Path, encoding: str) -> _Table:
+    rows = _csv_rows(path, encoding)
     first = next(rows, None)
     if first is None:
         raise ConfigError(f"{path} is empty; give a header line and examples")
@@ -394,23 +434,23 @@ def _row(header: Sequence[str], fields: Sequence[str]) -> dict[str, str]:
     return dict(zip(header, fields, strict=False))
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
     try:
-        with path.open(encoding="utf-8-sig", newline="") as file:
+        with path.open(encoding=encoding, newline="") as file:
             reader = csv.reader(file)
             for row in reader:
                 if row:
                     yield reader.line_num, row
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
+        raise _not_decodable(path, encoding, err) from None
     except csv.Error as err:
         raise ConfigError(f"{path} line {reader.line_num} is not valid CSV: {err}") from None
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from None
 
 
-def _jsonl_table(spec: TaskSpec, path: Path) -> _Table:
-    rows = (_json_object(path, number, line) for number, line in read_lines(path))
+def _jsonl_table(spec: TaskSpec, path: Path, encoding: str) -> _Table:
+    rows = (_json_object(path, number, line) for number, line in read_lines(path, encoding))
     first = next(rows, None)
     if first is None:
         raise ConfigError(f"{path} is empty: it needs one JSON object per line")

@@ -25,7 +25,7 @@ from typing import Any
 from transformers import DataCollatorForLanguageModeling, default_data_collator
 
 from compresskit.errors import ConfigError
-from compresskit.train.data import HUB_PREFIX, hold_out, load_hub, read_lines
+from compresskit.train.data import HUB_PREFIX, hold_out, load_hub, read_lines, text_encoding
 from compresskit.train.encode import EncodedSplit
 
 MLM_PROBABILITY = 0.15
@@ -41,19 +41,23 @@ class TextData:
     source: str  # one line for reports
 
 
-def load_text(data: str, *, max_train_lines: int | None = None, seed: int = 0) -> TextData:
+def load_text(
+    data: str, *, max_train_lines: int | None = None, seed: int = 0, encoding: str = "utf-8"
+) -> TextData:
     """Read training and held-out lines from files, a folder or `hf:NAME[:CONFIG]`.
 
     Args:
         max_train_lines: keep this many training lines, drawn with `seed` and kept in file
             order; None keeps all.
         seed: which lines are held out (when the data has no held-out split) and the subset.
+        encoding: of the text files (utf-8, latin-1, cp1252, ...).
     """
+    codec = text_encoding(encoding)
     if data.startswith(HUB_PREFIX):
         train, held_out, origin = _hub_lines(data, seed)
     else:
         paths = _text_files(data)
-        lines = [line for path in paths for line in _text_lines(path)]
+        lines = [line for path in paths for line in _text_lines(path, codec)]
         if len(lines) < 2:
             raise ConfigError(
                 f"{data} has {len(lines)} non-blank line(s): pre-training needs text, "
@@ -85,8 +89,8 @@ def _text_files(data: str) -> list[Path]:
     return files
 
 
-def _text_lines(path: Path) -> list[str]:
-    return [line.strip() for _, line in read_lines(path) if line.strip()]
+def _text_lines(path: Path, encoding: str) -> list[str]:
+    return [line.strip() for _, line in read_lines(path, encoding) if line.strip()]
 
 
 def _hub_lines(ref: str, seed: int) -> tuple[list[str], list[str], str]:

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import transformers
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from compresskit._json import dumps
 from compresskit.errors import ConfigError
@@ -38,7 +39,13 @@ from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
 from compresskit.strategies.base import Strategy
 from compresskit.strategies.earlybird import EarlyBirdStrategy
-from compresskit.train.callback import EarlyBirdCallback, LossCurve
+from compresskit.train.callback import (
+    SEARCH_STATE,
+    EarlyBirdCallback,
+    LossCurve,
+    add_coefficient_group,
+    load_search_checkpoint,
+)
 from compresskit.train.data import TaskData, load_task
 from compresskit.train.distributed import (
     check_same_everywhere,
@@ -91,13 +98,14 @@ class TrainingOptions:
     progress: bool = True
     max_steps: int | None = None
     eval_every: int | None = None
+    save_every: int | None = None  # checkpoint every N steps (search and slim); None: each epoch
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)
         _positive("lr", self.lr)
         for name in ("batch_size", "max_seq_len", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("max_train_samples", "max_steps", "eval_every"):
+        for name in ("max_train_samples", "max_steps", "eval_every", "save_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if not 0 <= self.weight_decay < 1:
@@ -135,6 +143,7 @@ class TrainJob:
     seq_len: int = 128
     trust_remote_code: bool = False
     config: str | None = None
+    encoding: str = "utf-8"  # of the data files
     tokenizer: str | None = None
 
     @property
@@ -173,8 +182,14 @@ class TrainJob:
             "strategy": self.strategy,
             "task": self.task,
             "data": self.data,
+            "encoding": self.encoding,
             "options": self.options,
-            "training": {k: v for k, v in asdict(self.training).items() if k != "progress"},
+            # How often to show progress or checkpoint does not change what is computed.
+            "training": {
+                k: v
+                for k, v in asdict(self.training).items()
+                if k not in ("progress", "save_every")
+            },
         }
 
 
@@ -190,9 +205,12 @@ class SearchRecord:
     window: int
     mask_interval: int
     history: list[dict[str, Any]]
+    resumed_from_step: int | None = None  # the checkpoint an interrupted search continued from
 
     @classmethod
-    def of(cls, strategy: EarlyBirdStrategy, steps: int) -> SearchRecord:
+    def of(
+        cls, strategy: EarlyBirdStrategy, steps: int, resumed_from_step: int | None = None
+    ) -> SearchRecord:
         c = strategy.config
         detector = strategy.search_state()["detector"]
         return cls(
@@ -203,6 +221,7 @@ class SearchRecord:
             c.window,
             c.mask_interval,
             json.loads(json.dumps(detector["history"])),  # plain lists, as read back on resume
+            resumed_from_step,
         )
 
 
@@ -322,13 +341,11 @@ def _run(
             from compresskit.pruner import prune
 
             prune(work.model, plan)
-    trainer = _trainer(
-        job, work, job.run_dir / "train", save=True, max_steps=_slim_steps(job, work, search)
-    )
+    trainer = _trainer(job, work, job.run_dir / "train", max_steps=_slim_steps(job, work, search))
     if job.training.eval_every:
         trainer.add_callback(curve.callback("train", 0 if search is None else search.steps))
     with timed(seconds, "train"):
-        checkpoint = get_last_checkpoint(str(job.run_dir / "train")) if resumed else None
+        checkpoint = _last_complete_checkpoint(job.run_dir / "train") if resumed else None
         if trainer.args.max_steps != 0:
             trainer.train(resume_from_checkpoint=checkpoint)
     with timed(seconds, "evaluate"):
@@ -356,10 +373,24 @@ def _run(
 
 def _worth_resuming(run_dir: Path) -> bool:
     """A plan or a checkpoint was saved: something a `resume` would not redo."""
-    train = run_dir / "train"
-    return (run_dir / "plan.json").is_file() or (
-        train.is_dir() and get_last_checkpoint(str(train)) is not None
+    stages = (run_dir / "search", run_dir / "train")
+    return (run_dir / "plan.json").is_file() or any(
+        _last_complete_checkpoint(stage) is not None for stage in stages
     )
+
+
+def _last_complete_checkpoint(folder: Path, marker: str = TRAINER_STATE_NAME) -> str | None:
+    """The newest checkpoint in `folder` that holds `marker`, the file written last into it:
+    a process killed while writing a checkpoint leaves one without, and the one before it is
+    still there (the Trainer keeps two)."""
+    complete = [
+        path
+        for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if path.name.rsplit("-", 1)[-1].isdigit() and (path / marker).is_file()
+    ]
+    if not complete:
+        return None
+    return str(max(complete, key=lambda path: int(path.name.rsplit("-", 1)[-1])))
 
 
 # --- setting up --------------------------------------------------------------------------------
@@ -380,8 +411,16 @@ def _build_strategy(job: TrainJob) -> Strategy | None:
 def _load_data(job: TrainJob) -> TaskData | TextData:
     t = job.training
     if job.is_mlm:
-        return load_text(job.data, max_train_lines=t.max_train_samples, seed=t.seed)
-    return load_task(job.task, job.data, max_train_samples=t.max_train_samples, seed=t.seed)
+        return load_text(
+            job.data, max_train_lines=t.max_train_samples, seed=t.seed, encoding=job.encoding
+        )
+    return load_task(
+        job.task,
+        job.data,
+        max_train_samples=t.max_train_samples,
+        seed=t.seed,
+        encoding=job.encoding,
+    )
 
 
 def _prepare(job: TrainJob, data: TaskData) -> _Workload:
@@ -501,9 +540,7 @@ def _from_pretrained_classifier(job: TrainJob, model: str, id2label: dict[int, s
     )
 
 
-def _trainer(
-    job: TrainJob, work: _Workload, folder: Path, *, save: bool, max_steps: int | None
-) -> Trainer:
+def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | None) -> Trainer:
     t = job.training
     args = TrainingArguments(
         output_dir=str(folder),
@@ -514,8 +551,10 @@ def _trainer(
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
         seed=t.seed,
-        save_strategy="epoch" if save else "no",
-        save_total_limit=1,
+        # Checkpoints (model, coefficients, optimizer, schedule, RNG states) for `resume`.
+        save_strategy="steps" if t.save_every else "epoch",
+        save_steps=t.save_every or 500,
+        save_total_limit=2,  # the previous one survives a kill while the next is written
         eval_strategy="steps" if t.eval_every else "no",
         eval_steps=t.eval_every,
         # Masked-LM logits are (examples, tokens, vocabulary): never gather them.
@@ -585,18 +624,27 @@ def _search(
     # Part of the model before the Trainer wraps it, so that DDP averages the coefficients'
     # gradients like any other's and every process draws the same masks.
     strategy.attach(model, as_submodule=True)
-    trainer = _trainer(job, work, job.run_dir / "search", save=False, max_steps=max_steps)
+    folder = job.run_dir / "search"
+    trainer = _trainer(job, work, folder, max_steps=max_steps)
+    add_coefficient_group(trainer, strategy)
     trainer.add_callback(EarlyBirdCallback(strategy))
     if job.training.eval_every:
         trainer.add_callback(curve.callback("search"))
-    trainer.train()
+    # A search interrupted after a checkpoint continues from it: weights and coefficients,
+    # optimizer, schedule and RNG states from the Trainer's files, the detector from ours.
+    # The search state is written right after the Trainer's own files.
+    checkpoint = _last_complete_checkpoint(folder, SEARCH_STATE)
+    if checkpoint is not None:
+        load_search_checkpoint(strategy, checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     plan = strategy.plan(model)
     strategy.detach()
     if strategy.config.rewind:
         strategy.rewind(model)
     elif is_main_process():
         _save_searched_weights(model, job.run_dir)
-    return plan, SearchRecord.of(strategy, trainer.state.global_step)
+    resumed_from = None if checkpoint is None else int(checkpoint.rsplit("-", 1)[-1])
+    return plan, SearchRecord.of(strategy, trainer.state.global_step, resumed_from)
 
 
 def _save_searched_weights(model: Any, run_dir: Path) -> None:
