@@ -1,7 +1,7 @@
-"""A real `compresskit prune` process killed with SIGKILL in the middle of the early-bird search
-resumes (`--resume`) to the same ticket step, mask history, plan and dev metrics as a run that
-was never interrupted: the search checkpoints its weights and coefficients, optimizer,
-schedule, RNG states and detector."""
+"""A real `compresskit prune` process killed with SIGKILL in the middle of the early-bird search,
+or in the middle of the slim training, resumes (`--resume`) to the same ticket step, mask
+history, plan and dev metrics as a run that was never interrupted: checkpoints hold the weights
+and coefficients, optimizer, schedule, RNG states and the ticket detector."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
 # 16 steps an epoch; with these settings the ticket is drawn at step 24 of the 64.
 SEARCH = ["--epochs", "4", "--batch-size", "8", "--max-seq-len", "16", "--mask-interval", "2",
           "--window", "4", "--eps", "0.1", "--coef-lr", "0.05", "--save-every", "2",
           "--seed", "0", "--no-progress"]  # fmt: skip
-KILL_AFTER = "checkpoint-6"  # a complete search checkpoint, well before the ticket
+SEARCH_KILL_AFTER = "checkpoint-6"
 
 
 def prune_command(model: Path, data: Path, output: Path, *extra: str) -> list[str]:
@@ -56,43 +58,63 @@ def outcome(output: Path) -> dict[str, object]:
     }
 
 
-def test_a_run_killed_mid_search_resumes_to_the_same_ticket_plan_and_metrics(tmp_path):
-    model = write_tiny_checkpoint(tmp_path / "model")
-    data = write_tiny_sentiment(tmp_path / "data")
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("kill")
+    return write_tiny_checkpoint(root / "model"), write_tiny_sentiment(root / "data")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    output = tmp_path_factory.mktemp("reference") / "out"
     done = subprocess.run(
-        prune_command(model, data, reference), env=environment(), capture_output=True, timeout=300
+        prune_command(*inputs, output), env=environment(), capture_output=True, timeout=300
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    expected = outcome(reference)
+    expected = outcome(output)
     assert expected["search"]["state"] == "drawn"
-    ticket_step = expected["search"]["ticket_step"]
-    assert ticket_step > int(KILL_AFTER.split("-")[1])
+    assert expected["search"]["ticket_step"] > int(SEARCH_KILL_AFTER.split("-")[1])
+    return expected
 
+
+# Where to kill: a complete checkpoint of the search (well before the ticket), or of the slim
+# training (after the plan was chosen); the file named is the last one written into it.
+KILL_POINTS = {
+    "mid-search": ("search", SEARCH_KILL_AFTER, "earlybird_search.json"),
+    "mid-slim-training": ("train", "checkpoint-20", "trainer_state.json"),
+}
+
+
+@pytest.mark.parametrize("where", KILL_POINTS)
+def test_a_killed_run_resumes_to_the_same_ticket_plan_and_metrics(
+    tmp_path, inputs, uninterrupted, where
+):
+    stage, checkpoint, last_file = KILL_POINTS[where]
+    killed, run_dir = tmp_path / "killed", tmp_path / "killed.run"
     process = subprocess.Popen(
-        prune_command(model, data, killed),
+        prune_command(*inputs, killed),
         env=environment(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    # The search state is the last file of a search checkpoint.
-    kill_when(
-        process, killed.with_name("killed.run") / "search" / KILL_AFTER / "earlybird_search.json"
-    )
-    run_dir = killed.with_name("killed.run")
-    assert not killed.exists() and not (run_dir / "plan.json").exists()  # killed mid-search
+    kill_when(process, run_dir / stage / checkpoint / last_file)
+    assert not killed.exists()
+    assert (run_dir / "plan.json").exists() == (stage == "train")
 
     resumed = subprocess.run(
-        prune_command(model, data, killed, "--resume"),
+        prune_command(*inputs, killed, "--resume"),
         env=environment(),
         capture_output=True,
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    got = outcome(killed)
-    # Continued from a checkpoint of the search (not started again, not after the ticket).
-    assert 6 <= got["search"].pop("resumed_from_step") < ticket_step
+    got, expected = outcome(killed), json.loads(json.dumps(uninterrupted))
+    resumed_from = got["search"].pop("resumed_from_step")
     assert expected["search"].pop("resumed_from_step") is None
+    if stage == "search":  # continued from a checkpoint of the search, not started again
+        assert 6 <= resumed_from < expected["search"]["ticket_step"]
+    else:  # the plan was kept: no second search
+        assert resumed_from is None
     assert got == expected
     assert json.loads((killed / "report.json").read_text())["resumed"] is True
     assert not run_dir.exists()
