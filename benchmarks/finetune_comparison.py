@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from _prune_runs import run_prune
 
 import compresskit.machine
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
@@ -76,21 +74,7 @@ def common(args: argparse.Namespace) -> list[str]:
 
 
 def run_one(name: str, options: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    out = args.output / name
-    argv = ["compresskit", "prune", *options, *common(args), "--output", str(out)]
-    log = args.output / f"{name}.log"
-    start = time.perf_counter()
-    with log.open("w") as stream:
-        done = subprocess.run(
-            [sys.executable, "-m", "compresskit", *argv[1:]], stdout=stream, stderr=stream
-        )
-    if done.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:]
-        raise SystemExit(f"run {name} failed ({done.returncode}): {tail} — see {log}")
-    report = json.loads((out / "report.json").read_text())
-    report["command"] = shlex.join(argv)
-    report["process_seconds"] = round(time.perf_counter() - start, 2)
-    return report
+    return run_prune(name, [*options, *common(args)], args.output)
 
 
 def summarise(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,14 +19,13 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _prune_runs import run_prune
 
 import compresskit.machine
 from compresskit.testing import write_tiny_text, write_tiny_tokenizer
@@ -71,19 +70,7 @@ def common(args: argparse.Namespace) -> list[str]:
 
 
 def run_one(name: str, options: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    out = args.output / name
-    argv = ["compresskit", "prune", *options, *common(args), "--output", str(out)]
-    log = args.output / f"{name}.log"
-    with log.open("w") as stream:
-        done = subprocess.run(
-            [sys.executable, "-m", "compresskit", *argv[1:]], stdout=stream, stderr=stream
-        )
-    if done.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:]
-        raise SystemExit(f"run {name} failed ({done.returncode}): {tail} — see {log}")
-    report = json.loads((out / "report.json").read_text())
-    report["command"] = shlex.join(argv)
-    return report
+    return run_prune(name, [*options, *common(args)], args.output)
 
 
 # --- comparing ----------------------------------------------------------------------------------
