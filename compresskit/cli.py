@@ -45,6 +45,19 @@ class _UsageLine(click.ClickException):
 def cli() -> None:
     """Structured pruning for BERT-family models: prune heads and FFN neurons, save and load
     the slim model exactly, and inspect it."""
+    _hide_loading_bars()
+
+
+def _hide_loading_bars() -> None:
+    """transformers' bars for loading and writing weights would come before an error's one
+    line; training keeps its own bar (--no-progress). HF_HUB_DISABLE_PROGRESS_BARS=0 brings
+    them back. transformers reads the variable when imported (here, later, in most commands;
+    already, when called from Python)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 @cli.command()

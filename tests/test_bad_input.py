@@ -9,7 +9,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -322,17 +321,13 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
 
 
 def one_line_error(result: Any) -> str:
-    """The single line a failed command printed (stdout is empty; transformers' progress
-    bars, which show that loading had started, are not part of the answer)."""
+    """The single line a failed command printed (stdout is empty, and no progress bar of
+    a model that had started loading comes before it)."""
     assert "Traceback" not in result.output
     assert result.stdout.strip() == ""
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not _progress(line)]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     return lines[0]
-
-
-def _progress(line: str) -> bool:
-    return bool(re.search(r"\d+/\d+ \[[\d:<?]+", line))
 
 
 @pytest.mark.parametrize(("case", "message"), CLI_CASES.values(), ids=list(CLI_CASES))

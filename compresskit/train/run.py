@@ -441,8 +441,8 @@ def _prepare_mlm(job: TrainJob, text: TextData) -> _Workload:
         model = masked_lm_from_scratch(size, tokenizer, t.max_seq_len, t.seed)
     else:
         assert job.model is not None
+        tokenizer = load_tokenizer(job.model, remote, required=True)  # fails before the model loads
         model = load_masked_lm(job.model, trust_remote_code=remote, seed=t.seed)
-        tokenizer = load_tokenizer(job.model, remote, required=True)
     positions = getattr(model.config, "max_position_embeddings", t.max_seq_len)
     if t.max_seq_len > positions:
         raise ConfigError(f"max_seq_len {t.max_seq_len} is above the model's {positions} positions")
@@ -508,6 +508,7 @@ def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
     """The model with a sequence-classification head for `data`'s labels (seeded, so every
     strategy starts from the same head), and its tokenizer."""
     assert job.model is not None  # checked by TrainJob.check_model_source
+    tokenizer = load_tokenizer(job.model, job.trust_remote_code, required=True)  # before the model
     transformers.set_seed(job.training.seed)
     id2label = dict(enumerate(data.labels))
     if (Path(job.model) / MANIFEST).is_file():
@@ -526,7 +527,7 @@ def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
             )
     else:
         model = _from_pretrained_classifier(job, job.model, id2label)
-    return model, load_tokenizer(job.model, job.trust_remote_code, required=True)
+    return model, tokenizer
 
 
 def _from_pretrained_classifier(job: TrainJob, model: str, id2label: dict[int, str]) -> Any:
