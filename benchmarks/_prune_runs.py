@@ -32,3 +32,19 @@ def run_prune(name: str, options: list[str], folder: Path) -> dict[str, Any]:
     report["command"] = shlex.join(argv)
     report["process_seconds"] = round(time.perf_counter() - start, 2)
     return report
+
+
+def machine_and_commands(result: dict[str, Any]) -> list[str]:
+    """The Markdown lines that end a comparison's report: the machine, and every command run."""
+    m = result["machine"]
+    return [
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch "
+        f"threads; torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}. "
+        f"Runs were sequential; 1-min load average {result['load_before']:.2f} before.",
+        "",
+        "Commands:",
+        "",
+        "```",
+        *[r["command"] for r in result["reports"].values()],
+        "```",
+    ]

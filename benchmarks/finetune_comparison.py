@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _prune_runs import run_prune
+from _prune_runs import machine_and_commands, run_prune
 
 import compresskit.machine
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
@@ -119,18 +119,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_s(sec, 'train')} | {_s(sec, 'evaluate')} | {_s(sec, 'total')} | "
             f"{_percent(row.get('total_vs_dense'))} | {row['macs_ratio']:.2f}x |"
         )
-    m = result["machine"]
     lines += [
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch "
-        f"threads; torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}. "
-        f"Runs were sequential; 1-min load average {result['load_before']:.2f} before.",
-        "",
-        "Commands:",
-        "",
-        "```",
-        *[r["command"] for r in result["reports"].values()],
-        "```",
+        *machine_and_commands(result),
     ]
     return "\n".join(lines) + "\n"
 

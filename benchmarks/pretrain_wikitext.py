@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _prune_runs import run_prune
+from _prune_runs import machine_and_commands, run_prune
 
 import compresskit.machine
 from compresskit.testing import write_tiny_text, write_tiny_tokenizer
@@ -173,7 +173,7 @@ def _distances(ax: Any, search: dict[str, Any]) -> None:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    s, c, m = result["settings"], result["comparison"], result["machine"]
+    s, c = result["settings"], result["comparison"]
     t, same = c["ticket"], c["at_equal_seconds"]
     lines = [
         f"# Masked-LM pre-training from scratch: earlybird against dense ({result['mode']})",
@@ -207,15 +207,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Final held-out perplexity: dense {c['final']['dense']['perplexity']:.1f}, earlybird "
         f"{c['final']['earlybird']['perplexity']:.1f}.",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch "
-        f"threads; torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}. "
-        f"Runs were sequential; 1-min load average {result['load_before']:.2f} before.",
-        "",
-        "Commands:",
-        "",
-        "```",
-        *[r["command"] for r in result["reports"].values()],
-        "```",
+        *machine_and_commands(result),
     ]
     return "\n".join(lines) + "\n"
 
