@@ -40,8 +40,12 @@ def write_tiny_tokenizer(folder: Path) -> transformers.PreTrainedTokenizerBase:
     return fast
 
 
-def write_tiny_checkpoint(folder: Path, layers: int = 2, heads: int = 4, ffn: int = 16) -> Path:
-    """A seeded random-init BertModel (no task head, like MiniLM) with its tokenizer."""
+def write_tiny_checkpoint(
+    folder: Path, layers: int = 2, heads: int = 4, ffn: int = 16, dropout: float = 0.1
+) -> Path:
+    """A seeded random-init BertModel (no task head, like MiniLM) with its tokenizer.
+    `dropout=0` makes training a function of the data order alone (no random masks), for
+    tests that compare two ways of running the same training."""
     tokenizer = write_tiny_tokenizer(folder)
     config = transformers.BertConfig(
         vocab_size=len(tokenizer),
@@ -50,6 +54,8 @@ def write_tiny_checkpoint(folder: Path, layers: int = 2, heads: int = 4, ffn: in
         num_attention_heads=heads,
         intermediate_size=ffn,
         max_position_embeddings=32,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     transformers.set_seed(0)
     transformers.BertModel(config).save_pretrained(folder)

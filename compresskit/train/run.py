@@ -567,7 +567,7 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         use_cpu=on_cpu(),
     )
     trainer_class = MaskedLMTrainer if job.is_mlm else Trainer
-    return trainer_class(
+    trainer = trainer_class(
         model=work.model,
         args=args,
         train_dataset=work.train_set,
@@ -575,6 +575,13 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         data_collator=work.collator,
         processing_class=work.tokenizer,
     )
+    if not job.is_mlm:
+        # The classifiers take **kwargs, so the Trainer assumes they divide their loss by
+        # its num_items_in_batch and multiplies the loss by the number of processes; they
+        # ignore it and return their own batch's mean, which made the gradients N times too
+        # large under DDP (and weakened the coefficients' L1 term against them).
+        trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 # --- choosing what to prune --------------------------------------------------------------------
