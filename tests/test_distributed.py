@@ -152,3 +152,66 @@ def test_two_processes_train_what_one_process_trains_with_the_global_batch(tmp_p
     assert alone.keys() == shared.keys()
     for name, tensor in alone.items():
         torch.testing.assert_close(shared[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_masked_lm_gradients_under_ddp_are_the_whole_batch_gradients(tmp_path):
+    """The masked-LM loss through the DDP wrapper, each process on half the blocks and
+    normalised by the masked tokens of both halves (as the Trainer passes them), gives the
+    gradients of the mean over every masked token of the whole batch; the head runs on the
+    masked positions only, also under DDP. The model has a layer with no heads, whose empty
+    query/key/value weights DDP must be told to expect no gradient for."""
+    script = tmp_path / "ddp_mlm.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import copy
+
+            import torch
+            import transformers
+            from torch.nn.parallel import DistributedDataParallel
+
+            from compresskit.plan import PruningPlan
+            from compresskit.pruner import prune
+            from compresskit.train.distributed import has_unused_parameters, process_state
+            from compresskit.train.mlm_model import masked_positions_loss
+
+            state = process_state()
+            rank, world = state.process_index, state.num_processes
+            config = transformers.BertConfig(
+                vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=16, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+            )
+            torch.manual_seed(0)
+            model = transformers.BertForMaskedLM(config)
+            prune(model, PruningPlan.from_lists([[], [0, 2]], [list(range(16)), [1, 5]]))
+            assert has_unused_parameters(model)
+            g = torch.Generator().manual_seed(1)
+            ids = torch.randint(5, 50, (16, 12), generator=g)
+            labels = torch.where(torch.rand(16, 12, generator=g) < 0.3, ids, -100)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+            alone = copy.deepcopy(model)
+            masked_positions_loss(alone, batch).backward()
+            want = {name: p.grad for name, p in alone.named_parameters()}
+
+            rows = []
+            model.cls.register_forward_hook(lambda _, args, out: rows.append(out.shape[:-1]))
+            ddp = DistributedDataParallel(model, find_unused_parameters=True)
+            half = {k: v[rank * 8 : (rank + 1) * 8] for k, v in batch.items()}
+            for step in range(2):  # a second step fails if DDP waits for a missing gradient
+                ddp.zero_grad()
+                loss = masked_positions_loss(ddp, half, (labels != -100).sum()) * world
+                loss.backward()
+            masked = int((half["labels"] != -100).sum())
+            assert rows == [(masked,)] * 2, rows  # one row of logits per masked token
+            for name, p in model.named_parameters():
+                torch.testing.assert_close(p.grad, want[name], atol=1e-6, rtol=1e-5, msg=name)
+            print("gradients equal", flush=True)
+            """
+        )
+    )
+    result = torchrun([str(script)], tmp_path / "logs", tmp_path)
+    logs = tmp_path / "logs"
+    assert result.returncode == 0, rank_output(logs, 0, "stderr")[-3000:]
+    assert "gradients equal" in rank_output(logs, 0) and "gradients equal" in rank_output(logs, 1)

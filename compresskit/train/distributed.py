@@ -63,5 +63,13 @@ def check_same_everywhere(what: str, value: Any) -> None:
         )
 
 
+def has_unused_parameters(model: torch.nn.Module) -> bool:
+    """Whether some parameter gets no gradient in a training step, so that DDP must look for
+    such parameters every step (`find_unused_parameters`) or stop at the next one. A layer
+    pruned to no heads keeps zero-size query, key and value weights that no gradient reaches;
+    every other parameter, earlybird's coefficients included, is used in every step."""
+    return any(p.numel() == 0 for p in model.parameters())
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

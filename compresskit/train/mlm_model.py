@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import transformers
+from accelerate.utils import extract_model_from_parallel
 
 from compresskit.errors import ConfigError, ModelFileError
 from compresskit.io import MANIFEST, load
@@ -134,8 +135,17 @@ MLM_HEADS = {"BertForMaskedLM": "cls", "RobertaForMaskedLM": "lm_head"}
 
 
 class MaskedLMTrainer(transformers.Trainer):
-    """A Trainer whose loss runs the masked-LM head on the labelled (masked) positions only;
-    models without a known single-module head fall back to their own loss."""
+    """A Trainer whose loss runs the masked-LM head on the labelled (masked) positions only
+    (models without a known single-module head run it everywhere) and is normalised by the
+    masked tokens of the whole optimizer step."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # compute_loss divides by num_items_in_batch, the masked tokens of the step on every
+        # process, so the Trainer must pass it and scale by the number of processes: DDP's
+        # average of the gradients is then the mean over every masked token of the step, as
+        # one process with the whole batch computes it (not a mean of per-process means).
+        self.model_accepts_loss_kwargs = True
 
     def compute_loss(
         self,
@@ -144,19 +154,32 @@ class MaskedLMTrainer(transformers.Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        loss = masked_positions_loss(model, inputs)
+        loss = masked_positions_loss(model, inputs, num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
-def masked_positions_loss(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-    """Mean cross-entropy over the positions whose label is not -100, as the model's own loss
-    but with the head applied to those positions only."""
-    head_name = MLM_HEADS.get(type(model).__name__)
-    if head_name is None:
-        return model(**inputs).loss
-    features = {k: v for k, v in inputs.items() if k != "labels"}
+def masked_positions_loss(
+    model: Any, inputs: dict[str, Any], num_items: Any = None
+) -> torch.Tensor:
+    """Cross-entropy summed over the positions whose label is not -100, divided by `num_items`
+    (default: their number, which gives the model's own loss), with the head applied to those
+    positions only. `model` may be wrapped (DDP): the forward pass goes through the wrapper,
+    which must see it to average the gradients, and the head is found on the model inside."""
+    inner = extract_model_from_parallel(model)
     labels = inputs["labels"]  # (batch, tokens), -100 where nothing is predicted
-    hidden = model.base_model(**features).last_hidden_state  # (batch, tokens, hidden)
     picked = labels != -100
-    logits = getattr(model, head_name)(hidden[picked])  # (masked tokens, vocabulary)
-    return torch.nn.functional.cross_entropy(logits.float(), labels[picked])
+    features = {k: v for k, v in inputs.items() if k != "labels"}
+    head_name = MLM_HEADS.get(type(inner).__name__)
+    if head_name is None:
+        logits = model(**features).logits[picked]
+    else:
+        head = getattr(inner, head_name)
+        only_picked = head.register_forward_pre_hook(
+            lambda _, args: (args[0][picked], *args[1:])  # (masked tokens, hidden)
+        )
+        try:
+            logits = model(**features).logits  # (masked tokens, vocabulary)
+        finally:
+            only_picked.remove()
+    total = torch.nn.functional.cross_entropy(logits.float(), labels[picked], reduction="sum")
+    return total / (picked.sum() if num_items is None else num_items)

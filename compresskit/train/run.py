@@ -49,6 +49,7 @@ from compresskit.train.callback import (
 from compresskit.train.data import TaskData, load_task
 from compresskit.train.distributed import (
     check_same_everywhere,
+    has_unused_parameters,
     is_main_process,
     on_cpu,
     process_state,
@@ -565,6 +566,9 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=on_cpu(),
+        # The Trainer's default has DDP walk the autograd graph every step looking for unused
+        # parameters; only a model with a layer pruned to no heads has any.
+        ddp_find_unused_parameters=has_unused_parameters(work.model),
     )
     trainer_class = MaskedLMTrainer if job.is_mlm else Trainer
     trainer = trainer_class(
