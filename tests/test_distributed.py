@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -215,3 +216,22 @@ def test_masked_lm_gradients_under_ddp_are_the_whole_batch_gradients(tmp_path):
     logs = tmp_path / "logs"
     assert result.returncode == 0, rank_output(logs, 0, "stderr")[-3000:]
     assert "gradients equal" in rank_output(logs, 0) and "gradients equal" in rank_output(logs, 1)
+
+
+# --- each process its own random stream -----------------------------------------------------
+def test_each_process_gets_its_own_random_stream_and_one_process_keeps_the_trainers():
+    from compresskit.train.distributed import IndependentRandomness, rank_seed
+
+    def first_draw(world_size: int, rank: int) -> float:
+        torch.manual_seed(0)  # what the Trainer does on every process
+        args = SimpleNamespace(world_size=world_size, process_index=rank, seed=0)
+        IndependentRandomness().on_train_begin(args, None, None)
+        return float(torch.rand(()))
+
+    torch.manual_seed(0)
+    trainers = float(torch.rand(()))
+    assert first_draw(1, 0) == trainers
+    draws = {first_draw(4, rank) for rank in range(4)}
+    assert len(draws) == 4 and trainers not in draws
+    assert first_draw(4, 2) == first_draw(4, 2)  # reproducible
+    assert rank_seed(0, 1) != rank_seed(1, 0)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from compresskit._json import dumps
 from compresskit.errors import CompressKitError
@@ -69,6 +71,26 @@ def has_unused_parameters(model: torch.nn.Module) -> bool:
     pruned to no heads keeps zero-size query, key and value weights that no gradient reaches;
     every other parameter, earlybird's coefficients included, is used in every step."""
     return any(p.numel() == 0 for p in model.parameters())
+
+
+class IndependentRandomness(TrainerCallback):
+    """Gives every process its own random stream once training starts. The Trainer seeds all
+    processes alike, so without this every rank would draw the same dropout masks and, since
+    their blocks have one length, mask the same positions for masked-LM: N processes would
+    see one pattern N times. Weights, coefficients and the data order do not depend on it
+    (DDP keeps the weights equal; the sampler has its own seed, `data_seed`). A resumed run
+    restores each rank's stream from its checkpoint after this, as it should. One process
+    keeps the Trainer's stream, so its results do not change."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.world_size > 1:
+            torch.manual_seed(rank_seed(args.seed, args.process_index))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed for `rank`'s stream, split from `seed` by numpy's SeedSequence (not seed+rank,
+    which would make rank 1 of seed 0 replay rank 0 of seed 1)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
 def _short(text: str, limit: int = 200) -> str:

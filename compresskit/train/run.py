@@ -48,6 +48,7 @@ from compresskit.train.callback import (
 )
 from compresskit.train.data import TaskData, load_task
 from compresskit.train.distributed import (
+    IndependentRandomness,
     check_same_everywhere,
     has_unused_parameters,
     is_main_process,
@@ -553,6 +554,9 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
         seed=t.seed,
+        # The data order from the seed alone: every process must draw the same permutation
+        # to take its share of it, whatever its random stream (IndependentRandomness).
+        data_seed=t.seed,
         # Checkpoints (model, coefficients, optimizer, schedule, RNG states) for `resume`.
         save_strategy="steps" if t.save_every else "epoch",
         save_steps=t.save_every or 500,
@@ -578,6 +582,7 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         eval_dataset=work.eval_set if t.eval_every else None,
         data_collator=work.collator,
         processing_class=work.tokenizer,
+        callbacks=[IndependentRandomness()],
     )
     if not job.is_mlm:
         # The classifiers take **kwargs, so the Trainer assumes they divide their loss by
