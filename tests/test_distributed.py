@@ -22,6 +22,8 @@ import compresskit
 from compresskit.testing import (
     write_tiny_checkpoint,
     write_tiny_sentiment,
+    write_tiny_text,
+    write_tiny_tokenizer,
 )
 
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -216,6 +218,67 @@ def test_masked_lm_gradients_under_ddp_are_the_whole_batch_gradients(tmp_path):
     logs = tmp_path / "logs"
     assert result.returncode == 0, rank_output(logs, 0, "stderr")[-3000:]
     assert "gradients equal" in rank_output(logs, 0) and "gradients equal" in rank_output(logs, 1)
+
+
+# --- every launcher, task and kind of strategy ------------------------------------------------
+def test_masked_lm_pretraining_on_two_machines(tmp_path):
+    """Earlybird pre-training from scratch, started as on two machines (two torchrun
+    launches, node ranks 0 and 1, one process each, meeting at node 0's address): the same
+    ticket on both, one output, written by global rank 0."""
+    write_tiny_tokenizer(tmp_path / "tokenizer")
+    write_tiny_text(tmp_path / "text.txt")
+    command = [
+        "-m", "compresskit", "prune", "--strategy", "earlybird", "--task", "mlm",
+        "--data", "text.txt", "--config", "layers=2,hidden=32,heads=4,ffn=16",
+        "--tokenizer", "tokenizer", "--max-steps", "30", "--batch-size", "8",
+        "--max-seq-len", "16", "--lr", "5e-3", "--mask-interval", "1", "--window", "3",
+        "--eps", "0.3", "--no-progress", "--output", "out",
+    ]  # fmt: skip
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):
+        launch = torchrun_command(tmp_path / f"node{rank}", nodes=2, node_rank=rank, port=port)
+        output = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        nodes.append(subprocess.Popen([*launch, *command], cwd=tmp_path, env=ENV, **output))
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["processes"] == 2 and report["global_batch_size"] == 16
+    ticket = report["search"]["ticket_step"]
+    assert report["search"]["state"] == "drawn"
+    assert f"search: drawn at step {ticket}" in rank_output(tmp_path / "node0", 0)
+    assert f"process 1 of 2: done, with the same plan as process 0, ticket at step {ticket}" in (
+        rank_output(tmp_path / "node1", 0)
+    )
+    assert type(compresskit.load(tmp_path / "out")).__name__ == "BertForMaskedLM"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "launcher"),
+    [("magnitude", "accelerate"), ("random", "torchrun"), ("taylor", "installed script")],
+)
+def test_one_shot_strategies_under_every_launcher(tmp_path, strategy, launcher):
+    """One-shot strategies score on each process alike, prune, then fine-tune under DDP.
+    `accelerate launch --multi_gpu` starts torchrun's launcher, the one it uses on GPUs."""
+    write_tiny_checkpoint(tmp_path / "model")
+    write_tiny_sentiment(tmp_path / "data")
+    args = ["prune", "--strategy", strategy, "--model", "model", "--task", "sst2",
+            "--data", "data", "--epochs", "1", "--batch-size", "8", "--max-seq-len", "16",
+            "--no-progress", "--output", "out"]  # fmt: skip
+    if launcher == "accelerate":
+        command = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                   "--main_process_port", str(free_port()), "-m", "compresskit", *args]  # fmt: skip
+    elif launcher == "torchrun":
+        command = [*torchrun_command(tmp_path / "logs"), "-m", "compresskit", *args]
+    else:
+        command = [*torchrun_command(tmp_path / "logs"), str(BIN / "compresskit"), *args]
+    result = run(command, tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["processes"] == 2 and report["global_batch_size"] == 16
+    assert report["strategy"]["strategy"] == strategy
+    assert report["steps"]["train"] == 8  # 128 examples / (2 processes x 8)
+    compresskit.load(tmp_path / "out")
 
 
 # --- each process its own random stream -----------------------------------------------------
