@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -278,6 +279,37 @@ def test_one_shot_strategies_under_every_launcher(tmp_path, strategy, launcher):
     assert report["processes"] == 2 and report["global_batch_size"] == 16
     assert report["strategy"]["strategy"] == strategy
     assert report["steps"]["train"] == 8  # 128 examples / (2 processes x 8)
+    compresskit.load(tmp_path / "out")
+
+
+@pytest.mark.skipif(shutil.which("mpirun", path=str(BIN)) is None, reason="needs mpich (dev extra)")
+def test_earlybird_under_accelerate_launch_on_cpus(tmp_path):
+    """On CPUs `accelerate launch --cpu --num_processes 2` starts its processes with mpirun
+    (the dev extra installs mpich): the same ticket on both, one output."""
+    write_tiny_checkpoint(tmp_path / "model")
+    write_tiny_sentiment(tmp_path / "data")
+    (tmp_path / "hostfile").write_text("localhost\n")
+    command = [
+        str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2",
+        "--num_machines", "1", "--mpirun_hostfile", "hostfile",
+        "--main_process_port", str(free_port()),
+        "-m", "compresskit", "prune", "--strategy", "earlybird", "--model", "model",
+        "--task", "sst2", "--data", "data", "--epochs", "2", "--batch-size", "8",
+        "--max-seq-len", "16", "--mask-interval", "1", "--window", "2", "--eps", "0.5",
+        "--no-progress", "--output", "out",
+    ]  # fmt: skip
+    env = ENV | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # mpirun is beside python
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["processes"] == 2 and report["global_batch_size"] == 16
+    ticket = report["search"]["ticket_step"]
+    assert (
+        f"process 1 of 2: done, with the same plan as process 0, ticket at step {ticket}"
+        in result.stdout
+    )
     compresskit.load(tmp_path / "out")
 
 
