@@ -49,9 +49,11 @@ def torchrun_command(logs: Path, *, nodes: int = 1, node_rank: int = 0, port: in
     ]  # fmt: skip
 
 
-def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    command: list[str], cwd: Path, env: dict[str, str] = ENV
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300, check=False
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
     )
 
 
@@ -299,9 +301,7 @@ def test_earlybird_under_accelerate_launch_on_cpus(tmp_path):
         "--no-progress", "--output", "out",
     ]  # fmt: skip
     env = ENV | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # mpirun is beside python
-    result = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    result = run(command, tmp_path, env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["processes"] == 2 and report["global_batch_size"] == 16
