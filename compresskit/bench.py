@@ -347,6 +347,7 @@ def run_bench(
 
     _check_settings(targets, batch_sizes, seq_lens, threads, runs, warmup)
     paths, names, base = _plan_targets(targets, baseline, labels)
+    _check_onnxruntime(paths)
     threads = threads or torch.get_num_threads()
     load_before = os.getloadavg()[0]
     previous_threads = torch.get_num_threads()
@@ -393,6 +394,15 @@ def _check_settings(
         raise ConfigError(f"threads must be at least 1, got {threads}")
     if runs < 1 or warmup < 0:
         raise ConfigError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+
+
+def _check_onnxruntime(paths: Sequence[str]) -> None:
+    """ONNX targets need onnxruntime: say so before any model is loaded. PyTorch targets
+    alone do not."""
+    from compresskit._optional import import_extra
+
+    if any((Path(p) / "export.json").is_file() for p in paths):
+        import_extra("onnxruntime", "benchmarking an ONNX folder")
 
 
 def _plan_targets(
@@ -503,12 +513,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def _machine(load_before: float) -> dict[str, Any]:
     import numpy
-    import onnxruntime
 
     from compresskit.machine import machine_info
 
+    try:
+        import onnxruntime
+    except ImportError:  # PyTorch targets alone are timed without the onnx extra
+        onnxruntime = None
     return machine_info() | {
-        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime": getattr(onnxruntime, "__version__", None),
         "numpy": numpy.__version__,
         "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
     }

@@ -5,6 +5,13 @@ COMPRESSKIT_DEBUG=1."""
 from __future__ import annotations
 
 
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut at `limit` characters (third-party errors
+    often run to pages)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class CompressKitError(Exception):
     """Base of every error compresskit raises on purpose."""
 
@@ -29,8 +36,21 @@ class UnknownStrategyError(CompressKitError):
     """No strategy is registered under the requested name."""
 
 
-class OutputExistsError(CompressKitError):
+class OutputError(CompressKitError):
+    """The output cannot be written where it was asked for."""
+
+
+class OutputExistsError(OutputError):
     """The output folder exists and overwriting was not asked for."""
+
+
+class OutputPathError(OutputError):
+    """The output is not compresskit's to replace (a user's file, an input, the current
+    folder), or its place cannot be written (a file in the way, read-only, a name too long)."""
+
+
+class OutputBusyError(OutputError):
+    """Another live compresskit process holds the output's lock."""
 
 
 class ExportError(CompressKitError):
@@ -39,3 +59,9 @@ class ExportError(CompressKitError):
 
 class ExportParityError(ExportError):
     """An exported graph does not compute what the PyTorch model computes."""
+
+
+class MissingDependencyError(CompressKitError, ImportError):
+    """An optional package a command needs (an extra such as `compresskit[onnx]`) is not
+    installed, or is installed but cannot be imported. Also an ImportError, so that code
+    which guards an optional import with `except ImportError` keeps working."""

@@ -4,22 +4,29 @@ Built-in strategies register with the `register_strategy` decorator when their m
 imported; third-party packages declare an entry point in the group `compresskit.strategies`
 (`name = "package.module:StrategyClass"`). Nothing is imported until the registry is first
 asked, so `import compresskit` and `compresskit --help` stay fast.
+
+A plugin that fails to load (its module raises on import, or the entry point names something
+that is not a Strategy subclass) disables only itself: the other strategies stay available,
+one warning names it and its error, and asking for it by name raises UnknownStrategyError
+saying why it failed to load.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points, packages_distributions
+from importlib.metadata import EntryPoint, entry_points, packages_distributions
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from compresskit.errors import CompressKitError, UnknownStrategyError
+from compresskit.errors import UnknownStrategyError, one_line
 
 if TYPE_CHECKING:
     from compresskit.strategies.base import Strategy
 
 ENTRY_POINT_GROUP = "compresskit.strategies"
+logger = logging.getLogger(__name__)
 
 # Modules whose import registers the built-in strategies.
 _BUILTIN_MODULES = (
@@ -31,6 +38,8 @@ _BUILTIN_MODULES = (
 
 _registry: dict[str, type[Strategy]] = {}
 _discovered = False
+_failed: dict[str, str] = {}  # plugin name -> why it did not load, in one line
+_warned = False
 
 S = TypeVar("S", bound="type[Strategy]")
 
@@ -74,30 +83,63 @@ def _discover() -> None:
             if err.name != module:  # a real missing dependency, not a not-yet-written module
                 raise
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _registry:
-            continue
-        try:
-            cls = ep.load()
-        except Exception as err:
-            raise CompressKitError(
-                f"the strategy plugin {ep.name!r} ({ep.value}) failed to import: {err}"
-            ) from err
+        if ep.name not in _registry:
+            _load_plugin(ep)
+
+
+def _load_plugin(ep: EntryPoint) -> None:
+    """Register one plugin, or record why it cannot be: third-party code must not take the
+    built-ins and the other plugins down with it."""
+    from compresskit.strategies.base import Strategy
+
+    try:
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise TypeError(f"{ep.value} is {_what(cls)}, not a Strategy subclass")
         register_strategy(ep.name)(cls)
+    # SystemExit too: a plugin module that calls sys.exit() on import is broken, not a
+    # request to end the command.
+    except (Exception, SystemExit) as err:
+        package = f", package {ep.dist.name}" if ep.dist is not None else ""
+        _failed[ep.name] = (
+            f"the strategy plugin {ep.name!r} ({ep.value}{package}) failed to load: "
+            f"{type(err).__name__}: {one_line(err)}"
+        )
+
+
+def _what(obj: object) -> str:
+    return f"the class {obj.__qualname__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+
+
+def _warn_failed() -> None:
+    """One warning per broken plugin, once: they are left out of what the caller sees."""
+    global _warned
+    if not _warned:
+        _warned = True
+        for reason in _failed.values():
+            logger.warning("%s; the other strategies work without it", reason)
 
 
 def strategy_names() -> list[str]:
     _discover()
+    _warn_failed()
     return sorted(_registry)
 
 
 def get_strategy_class(name: str) -> type[Strategy]:
     _discover()
-    try:
-        return _registry[name]
-    except KeyError:
+    if name in _failed:  # the error says all the warning would: one line, not two
         raise UnknownStrategyError(
-            f"unknown strategy {name!r}; known strategies: {', '.join(sorted(_registry))}"
-        ) from None
+            f"strategy {name!r} is not available: {_failed[name]}; "
+            "fix or uninstall the package that provides it"
+        )
+    if name not in _registry:
+        broken = f"; plugins that failed to load: {', '.join(_failed)}" if _failed else ""
+        raise UnknownStrategyError(
+            f"unknown strategy {name!r}; known strategies: {', '.join(sorted(_registry))}{broken}"
+        )
+    _warn_failed()
+    return _registry[name]
 
 
 def get_strategy(name: str, **options: Any) -> Strategy:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from compresskit._json import read_format_file
-from compresskit.errors import CompressKitError, ModelFileError
+from compresskit._optional import import_extra
+from compresskit.errors import CompressKitError, ModelFileError, one_line
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -104,8 +105,7 @@ def open_session(
     `spin_between_runs=False` stops the intra-op threads spinning once a run ends, so that
     another model timed right after this one does not share its cores with idle spinners.
     """
-    import onnxruntime as ort
-
+    ort = import_extra("onnxruntime", "running an exported model")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default (physical cores)
     options.inter_op_num_threads = 1
@@ -118,9 +118,7 @@ def open_session(
             str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
         )
     except Exception as err:  # onnxruntime raises its own untyped errors for bad files
-        raise ExportFolderError(
-            f"onnxruntime cannot load {model_path}: {_first_line(err)}"
-        ) from None
+        raise ExportFolderError(f"onnxruntime cannot load {model_path}: {one_line(err)}") from None
 
 
 class OnnxClassifier:
@@ -139,6 +137,9 @@ class OnnxClassifier:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
+        # The packages first: a deployment that lacks them learns that before anything else.
+        for module in ("onnxruntime", "tokenizers"):
+            import_extra(module, "running an exported model")
         self.folder = Path(folder)
         self.info = read_export_info(self.folder)
         self.labels = _labels(self.info, self.folder)
@@ -189,7 +190,7 @@ class OnnxClassifier:
             (logits,) = self.session.run([self.output_name], feeds)
         except Exception as err:  # onnxruntime's errors are untyped
             raise ExportFolderError(
-                f"{self.folder / MODEL_FILE} failed on this input ({_first_line(err)}): the "
+                f"{self.folder / MODEL_FILE} failed on this input ({one_line(err)}): the "
                 f"graph does not fit the folder's tokenizer; re-export the model"
             ) from None
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
@@ -257,8 +258,7 @@ def _max_length(info: dict[str, Any], folder: Path) -> int:
 
 
 def _tokenizer(folder: Path, max_length: int) -> Any:
-    from tokenizers import Tokenizer
-
+    Tokenizer = import_extra("tokenizers", "running an exported model").Tokenizer
     path = folder / TOKENIZER_FILE
     if not path.is_file():
         raise ExportFolderError(
@@ -296,7 +296,8 @@ def _pad_token(tokenizer: Any, folder: Path) -> tuple[str, int]:
 def _special_token(path: Path, key: str) -> str | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8")).get(key)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+    # ValueError: not UTF-8, not JSON, a number too long; RecursionError: nested too deeply.
+    except (OSError, ValueError, RecursionError, AttributeError):
         return None
     if isinstance(value, dict):  # {"content": "[PAD]", "lstrip": false, ...}
         value = value.get("content")
@@ -327,11 +328,6 @@ def _check_graph_matches_folder(
             f"{folder / MODEL_FILE} gives {width} logits but {EXPORT_FILE} lists "
             f"{len(labels)} labels: the graph is not this folder's; re-export the model"
         )
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _logits_output(session: Any, folder: Path) -> str:

@@ -4,7 +4,7 @@ ORT's transformer optimizer fuses a BERT attention block only when it can read t
 count from the constant shape of the query Reshape. transformers 5 exports that shape as
 `(batch, seq, -1, head_dim)`, computed at run time, so the optimizer either fuses nothing
 (`num_heads=0`) or, given one global `num_heads`, fuses every layer with that count: silently
-wrong for a pruned model whose layers keep different numbers of heads (TRAPS.md).
+wrong for a pruned model whose layers keep different numbers of heads (docs/library-pitfalls.md).
 
 `optimize` therefore first writes each layer's own head count into the graph
 (`pin_head_counts`): the query/key/value Reshapes of layer l get the constant shape
@@ -27,8 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import NodeProto, numpy_helper
+
+from compresskit._optional import import_extra, missing_extra
+
+try:
+    import onnx
+    from onnx import NodeProto, numpy_helper
+except ImportError as err:  # the onnx extra is optional: one line, not a traceback
+    raise missing_extra("onnx", "ONNX export", err) from None
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +71,7 @@ class GraphLayout:
 # --- sessions ----------------------------------------------------------------------------------
 def session(path: Path, *, threads: int = 1) -> Any:
     """A CPU InferenceSession with all of ORT's own graph optimisations on, as deployed."""
-    import onnxruntime
-
+    onnxruntime = import_extra("onnxruntime", "ONNX export")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -370,7 +375,7 @@ def _run_optimizer(path: Path) -> onnx.ModelProto:
     options.use_raw_attention_mask(True)
     try:
         # The optimizer warns when the Attention input width differs from heads * head_dim,
-        # which it always does after head pruning (TRAPS.md); the fusion is right.
+        # which it always does after head pruning (docs/library-pitfalls.md); the fusion is right.
         with _without("fusion_attention", "Input hidden size"):
             # num_heads=0, hidden_size=0: read per layer from the pinned shapes. One global
             # count would be applied to every layer (wrong for uneven heads).

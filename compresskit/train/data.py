@@ -4,6 +4,12 @@ files, or datasets on the Hugging Face hub, read into one `TaskData`.
 `data` is a folder (train + dev files), a single file (its seeded 10% becomes dev) or
 `hf:NAME[:CONFIG]`. Labels stay the strings written in the data; `TaskData.labels` fixes the
 order that turns them into class ids. No torch here, and `datasets` is imported only for `hf:`.
+
+Labels, the same rule in every format: a label is an integer (JSON `1`, or text `1`, `-1`) or a
+name (`entailment`). A number that is not written as an integer -- JSON `0.5` or `1.0`, text
+`0.5`, `1.0`, `1e3`, `nan` -- is refused: compresskit trains classifiers, and such labels are a
+regression target (STS-B's `3.800`) or a float column that should have been integers; taking
+each value as a class would train a classifier silently on the wrong problem.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import csv
 import json
 import random
 import re
+import reprlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -28,6 +35,17 @@ LABEL_COLUMN = "label"
 SUFFIXES = (".tsv", ".csv", ".jsonl")
 HELD_OUT_FRACTION = 0.1
 HUB_PREFIX = "hf:"
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _short_repr() -> reprlib.Repr:
+    # Values quoted in errors: a hostile one (a huge list, a megabyte string) stays a short line.
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxlevel, short.maxstring, short.maxother = 2, 40, 40
+    return short
+
+
+_SHORT = _short_repr()
 
 T = TypeVar("T")
 
@@ -306,7 +324,7 @@ def _check_splits(splits: _Splits) -> None:
 def _label_set(splits: _Splits) -> tuple[str, ...]:
     """Train's labels, sorted as numbers when all are integers; dev must use only these."""
     found = {example.label for example in splits.train}
-    if all(re.fullmatch(r"[+-]?\d+", label) for label in found):
+    if all(_INTEGER.fullmatch(label) for label in found):
         labels = tuple(sorted(found, key=lambda label: (int(label), label)))
     else:
         labels = tuple(sorted(found))
@@ -426,7 +444,18 @@ def _csv_table(spec: TaskSpec, path: Path, encoding: str) -> _Table:
     if first is None:
         raise ConfigError(f"{path} is empty; give a header line and examples")
     header = tuple(first[1])
-    return _Table(str(path), header, ((n, _row(header, row)) for n, row in rows))
+    return _Table(str(path), header, ((n, _csv_row(path, header, n, row)) for n, row in rows))
+
+
+def _csv_row(path: Path, header: Sequence[str], number: int, fields: list[str]) -> dict[str, str]:
+    # More fields than the header: a comma in unquoted text split it, and every column after
+    # it (the label too) would silently be read from the wrong field.
+    if any(field.strip() for field in fields[len(header) :]):
+        raise ConfigError(
+            f"{path} line {number} has {len(fields)} fields but the header has {len(header)}: "
+            'put text that contains commas in quotes ("good, really good")'
+        )
+    return _row(header, fields)
 
 
 def _row(header: Sequence[str], fields: Sequence[str]) -> dict[str, str]:
@@ -435,18 +464,39 @@ def _row(header: Sequence[str], fields: Sequence[str]) -> dict[str, str]:
 
 
 def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, fields) for every non-empty record."""
+    start = 1
     try:
         with path.open(encoding=encoding, newline="") as file:
-            reader = csv.reader(file)
+            # strict: a quote that never closes, or text after a closing quote, is an error.
+            # Not strict, the csv module silently merges every line up to the next quote (or
+            # to the end of the file) into one field.
+            reader = csv.reader(file, strict=True)
             for row in reader:
                 if row:
-                    yield reader.line_num, row
+                    yield start, row
+                start = reader.line_num + 1
     except UnicodeDecodeError as err:
         raise _not_decodable(path, encoding, err) from None
-    except csv.Error as err:
-        raise ConfigError(f"{path} line {reader.line_num} is not valid CSV: {err}") from None
+    except csv.Error as err:  # only the reader raises it, so `reader` exists
+        raise _csv_error(path, start, reader.line_num, err) from None
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+
+
+def _csv_error(path: Path, start: int, end: int, err: csv.Error) -> ConfigError:
+    # The reader fails where it gives up, often lines after the quote that caused it: name
+    # the line its record started on, which is where that quote opened.
+    if "unexpected end of data" in str(err):
+        return ConfigError(
+            f"{path} line {start} opens a quoted field that is never closed (it runs to the "
+            'end of the file): close the quote, or write a quote inside text as two ("")'
+        )
+    runs_on = f" (a quoted field runs on to line {end})" if end > start else ""
+    return ConfigError(
+        f"{path} line {start} is not valid CSV{runs_on}: {err}; check the quotes on that line, "
+        'a field with a quote in it is quoted as a whole, the quote doubled ("say ""hi""")'
+    )
 
 
 def _jsonl_table(spec: TaskSpec, path: Path, encoding: str) -> _Table:
@@ -462,6 +512,17 @@ def _json_object(path: Path, number: int, line: str) -> tuple[int, Mapping[str, 
         value = json.loads(line)
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}:{number} is not valid JSON ({err.msg}); fix that line") from None
+    # The json module raises these for valid JSON it cannot hold: a line from anyone must end
+    # in ConfigError, never in a traceback.
+    except RecursionError:
+        raise ConfigError(
+            f"{path}:{number} is JSON nested too deeply to read; a line holds one flat object "
+            '({"text": ..., "label": ...})'
+        ) from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise ConfigError(
+            f"{path}:{number} holds a number too long to read (thousands of digits); fix that line"
+        ) from None
     if not isinstance(value, dict):
         raise ConfigError(f"{path}:{number} is not a JSON object; write one object per line")
     return number, value
@@ -529,21 +590,36 @@ def _value(row: Mapping[str, Any], column: str, at: str) -> Any:
 def _text(row: Mapping[str, Any], column: str, at: str) -> str:
     value = _value(row, column, at)
     if not isinstance(value, str):
-        raise ConfigError(f"{at}: column {column!r} must be a string, got {value!r}")
+        raise ConfigError(f"{at}: column {column!r} must be a string, got {_SHORT.repr(value)}")
     return value
 
 
 def _label(row: Mapping[str, Any], column: str, at: str) -> str:
+    """The label as text, by the rule in the module docstring."""
     value = _value(row, column, at)
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if isinstance(value, float) or (isinstance(value, str) and _is_decimal(value.strip())):
         raise ConfigError(
-            f"{at}: label {value!r} must be a string or an integer "
-            "(regression targets are not supported)"
+            f"{at}: label {_SHORT.repr(value)} is a number but not an integer: compresskit "
+            "trains classifiers, and such labels look like a regression target (STS-B style), "
+            "which is not supported; write classes as integers (1, not 1.0) or names"
         )
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{at}: label {_SHORT.repr(value)} must be a string or an integer")
     label = str(value).strip()
     if not label:
         raise ConfigError(f"{at} has an empty label; fill it in or remove the line")
     return label
+
+
+def _is_decimal(text: str) -> bool:
+    """A number not written as an integer: "0.5", "1.0", "1e3", "nan", "inf"."""
+    if _INTEGER.fullmatch(text):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --- Hugging Face hub -----------------------------------------------------------------------
