@@ -4,40 +4,108 @@ library function; heavy imports (torch, transformers) happen inside the commands
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from compresskit._version import __version__
-from compresskit.errors import CompressKitError
+from compresskit.errors import CompressKitError, one_line
 
 DEBUG_ENV = "COMPRESSKIT_DEBUG"
 
 
 class _Group(click.Group):
-    """Turns every CompressKitError into one line on stderr and exit status 1; the traceback
-    is shown only with COMPRESSKIT_DEBUG=1."""
+    """The one error boundary: every failure ends in one line on stderr and an exit status
+    that says which kind it was (docs/failure-behaviour.md); the traceback is shown only with
+    COMPRESSKIT_DEBUG=1.
+
+    0 done; 1 bad input (a CompressKitError); 2 a flag click cannot parse; 3 the system
+    refused a read or write (disk full, read-only, permissions); 4 a bug in compresskit;
+    130 interrupted (Ctrl-C)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CompressKitError as err:
-            if os.environ.get(DEBUG_ENV) == "1":
-                raise
-            raise click.ClickException(str(err)) from None
+        except click.exceptions.Exit:
+            raise
         except click.UsageError as err:  # a wrong flag or value: one line too, not the usage
             if os.environ.get(DEBUG_ENV) == "1":
                 raise
             command = err.ctx.command_path if err.ctx else "compresskit"
-            raise _UsageLine(f"{err.format_message()} (see `{command} --help`)") from None
+            raise _exit_line(f"{err.format_message()} (see `{command} --help`)", 2) from None
+        except click.ClickException:
+            raise
+        except BaseException as err:
+            if os.environ.get(DEBUG_ENV) == "1" or isinstance(err, SystemExit):
+                raise
+            raise _exit_line(*_one_line(err)) from None
 
 
-class _UsageLine(click.ClickException):
-    exit_code = 2  # click's status for usage errors
+def _exit_line(message: str, exit_code: int) -> click.ClickException:
+    """A ClickException that exits with `exit_code` (click reads it from the class)."""
+    line_class = type(f"ExitWith{exit_code}", (click.ClickException,), {"exit_code": exit_code})
+    return line_class(message)
+
+
+class Interrupted(CompressKitError):
+    """Ctrl-C: `message` says what was kept and how to continue."""
+
+
+def _one_line(err: BaseException) -> tuple[str, int]:
+    """The line and exit status for an exception that reached the command line."""
+    if isinstance(err, Interrupted):
+        return str(err), 130
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted: nothing was written", 130
+    if isinstance(err, CompressKitError):
+        return str(err), 1
+    if isinstance(err, OSError) and err.strerror:
+        return _os_error_line(err), 3
+    if _disk_full(err):
+        return _os_error_line(OSError(errno.ENOSPC, "No space left on device")), 3
+    return (
+        f"internal error ({type(err).__name__}: {one_line(err)}): this is a bug in compresskit; "
+        f"run again with {DEBUG_ENV}=1 and report the traceback",
+        4,
+    )
+
+
+# How the writers that do not raise OSError say the disk is full: torch.save (checkpoints)
+# and safetensors (weights).
+_DISK_FULL_TEXT = ("No space left on device", "StorageFull", "file write failed")
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether `err`, or an exception it was raised from, says the disk is full."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if any(text in str(seen) for text in _DISK_FULL_TEXT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _os_error_line(err: OSError) -> str:
+    where = f": {err.filename}" if err.filename else " while writing the output or a checkpoint"
+    hint = {
+        errno.ENOSPC: "free some space or choose another --output (a training run continues "
+        "from its last checkpoint with --resume)",
+        errno.EDQUOT: "free some of your quota or choose another --output",
+        errno.EROFS: "choose an --output on a writable file system",
+        errno.EACCES: "choose a folder you may write to, or read",
+        errno.EPERM: "choose a folder you may write to, or read",
+        errno.ENAMETOOLONG: "choose a shorter --output",
+    }.get(err.errno or 0, "check the path")
+    return f"{(err.strerror or '').lower()}{where}: {hint}"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +114,22 @@ def cli() -> None:
     """Structured pruning for BERT-family models: prune heads and FFN neurons, save and load
     the slim model exactly, and inspect it."""
     _hide_loading_bars()
+    _show_warnings()
+
+
+class _WarningLines(logging.Handler):
+    """compresskit's warnings as one line each on stderr (the stderr of the moment, so that
+    click's test runner sees them too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("compresskit")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        handler = _WarningLines(logging.WARNING)
+        logger.addHandler(handler)
 
 
 def _hide_loading_bars() -> None:
@@ -203,7 +287,7 @@ def prune(recipe: Path | None, **flags: Any) -> None:
     is evaluated on dev and saved with report.json and a figure. `--task mlm` pre-trains on
     raw text instead (from --model, or from scratch with --config and --tokenizer).
     """
-    settings = read_recipe(recipe) if recipe else {}
+    settings = read_recipe(recipe, click.get_current_context().command.params) if recipe else {}
     settings.update({k: v for k, v in flags.items() if v is not None})
     required = ("strategy", "output") if "config" in settings else ("strategy", "model", "output")
     for name in required:
@@ -251,24 +335,26 @@ def _prune_training(
 
     if "seed" in options:
         training["seed"] = options["seed"]
-    report = run_training(
-        TrainJob(
-            model=None if job.get("model") is None else str(job["model"]),
-            strategy=str(job["strategy"]),
-            task=str(task["task"]),
-            data=str(task["data"]),
-            output=Path(job["output"]),
-            options=options,
-            training=TrainingOptions(**training),
-            overwrite=bool(job.get("overwrite", False)),
-            resume=bool(task.get("resume", False)),
-            encoding=str(task.get("encoding", "utf-8")),
-            seq_len=int(job.get("seq_len", 128)),
-            trust_remote_code=bool(job.get("trust_remote_code", False)),
-            config=None if job.get("config") is None else str(job["config"]),
-            tokenizer=None if job.get("tokenizer") is None else str(job["tokenizer"]),
-        )
+    train_job = TrainJob(
+        model=None if job.get("model") is None else str(job["model"]),
+        strategy=str(job["strategy"]),
+        task=str(task["task"]),
+        data=str(task["data"]),
+        output=Path(job["output"]),
+        options=options,
+        training=TrainingOptions(**training),
+        overwrite=bool(job.get("overwrite", False)),
+        resume=bool(task.get("resume", False)),
+        encoding=str(task.get("encoding", "utf-8")),
+        seq_len=int(job.get("seq_len", 128)),
+        trust_remote_code=bool(job.get("trust_remote_code", False)),
+        config=None if job.get("config") is None else str(job["config"]),
+        tokenizer=None if job.get("tokenizer") is None else str(job["tokenizer"]),
     )
+    try:
+        report = run_training(train_job)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted(train_job.run_dir)) from None
     if report.process_index:  # under torchrun: the main process (0) reports
         ticket = "" if report.search is None else f", ticket at step {report.search.ticket_step}"
         click.echo(
@@ -282,23 +368,123 @@ def _prune_training(
     click.echo(report.summary())
 
 
-def read_recipe(path: Path) -> dict[str, Any]:
-    """A recipe's options, with dashes in keys read as underscores (`heads-ratio` too)."""
-    import yaml
+# Recipes are a few lines; a larger file is a mistake (or an attack on the parser).
+RECIPE_MAX_BYTES = 64 * 1024
+# Options a recipe may not set: they let files run code, so only the command line turns them on,
+# as in the Hugging Face tools.
+_COMMAND_LINE_ONLY = ("trust_remote_code",)
 
+
+def _interrupted(run_dir: Path) -> str:
+    if run_dir.is_dir():
+        return (
+            f"interrupted: the unfinished run is kept in {run_dir}; run the same command with "
+            "--resume to continue from its last checkpoint"
+        )
+    return "interrupted: nothing was written"
+
+
+def read_recipe(path: Path, options: list[click.Parameter] | None = None) -> dict[str, Any]:
+    """A recipe's options, with dashes in keys read as underscores (`heads-ratio` too).
+
+    Each value that has a flag among `options` must have the flag's type (YAML's own: a
+    string is never a boolean or a number) and passes the flag's checks; the other keys are
+    strategy options, which the strategy's config checks. No key is null, and
+    `trust_remote_code` is refused.
+    """
+    from compresskit.errors import ConfigError
+
+    data = _parse_recipe(path)
+    by_name = {p.name: p for p in options or [] if p.name}
+    settings = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in _COMMAND_LINE_ONLY:
+            raise ConfigError(
+                f"recipe {path}: {name} cannot be set in a recipe, since it lets the model "
+                f"folder run its own code: pass --{name.replace('_', '-')} on the command line"
+            )
+        if value is None:
+            raise ConfigError(f"recipe {path}: {name} has no value: give one or remove the line")
+        settings[name] = _recipe_value(path, name, value, by_name.get(name))
+    return settings
+
+
+def _parse_recipe(path: Path) -> dict[Any, Any]:
     from compresskit.errors import ConfigError
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+        size = path.stat().st_size
+        if size > RECIPE_MAX_BYTES:
+            raise ConfigError(
+                f"recipe {path} is {size} bytes; recipes are at most {RECIPE_MAX_BYTES}: is it "
+                "the right file?"
+            )
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)  # JSON too
     except OSError as err:
         raise ConfigError(f"cannot read recipe {path}: {err.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"recipe {path} is not valid YAML/JSON: {err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        message = " ".join(str(err).split())
+        raise ConfigError(f"recipe {path} is not valid YAML/JSON: {message}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return data
+
+
+def _recipe_value(path: Path, name: str, value: Any, option: click.Parameter | None) -> Any:
+    """`value` checked as the flag `option` would check it, or as it is for a strategy
+    option (no flag)."""
+    from compresskit.errors import ConfigError
+
+    if option is None:
+        return value
+    wanted = _recipe_type(option)
+    if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
+        names = _TYPE_WORDS[wanted[-1]]  # (int, float) is "a number"
+        raise ConfigError(
+            f"recipe {path}: {name} must be {names}, got {value!r} ({_TYPE_WORDS[type(value)]})"
+            if type(value) in _TYPE_WORDS
+            else f"recipe {path}: {name} must be {names}, got {value!r}"
+        )
+    try:
+        return option.type_cast_value(click.Context(prune), value)
+    except click.BadParameter as err:
+        raise ConfigError(f"recipe {path}: {name}: {err.format_message()}") from None
+
+
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+def _recipe_type(option: click.Parameter) -> tuple[type, ...]:
+    if isinstance(option, click.Option) and option.is_flag:
+        return (bool,)
+    if isinstance(option.type, click.types.IntParamType):
+        return (int,)
+    if isinstance(option.type, click.types.FloatParamType):
+        return (int, float)
+    return (str,)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases: a recipe needs none, and a few lines
+    of nested aliases expand to billions of values (a 'billion laughs' attack)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in recipes", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 @cli.command()
@@ -383,8 +569,8 @@ _add_lazy_commands()
 def main() -> None:
     try:
         cli(prog_name="compresskit")
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except KeyboardInterrupt:  # before a command started (while importing)
+        click.echo("Error: interrupted: nothing was written", err=True)
         sys.exit(130)
 
 

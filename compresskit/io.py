@@ -2,15 +2,12 @@
 (no pickle) and compresskit.json (per layer: original indices of the heads and FFN neurons
 kept, and the head size). transformers' own `from_pretrained` cannot do this: its configs
 cannot express per-layer head counts or FFN widths, and `ignore_mismatched_sizes=True` silently
-re-initialises pruned weights (TRAPS.md)."""
+re-initialises pruned weights (docs/library-pitfalls.md)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,8 @@ from compresskit._json import dumps, read_format_file
 from compresskit._version import __version__
 from compresskit.arch import ArchAdapter, adapter_class, get_adapter
 from compresskit.arch.base import set_linear_width
-from compresskit.errors import ModelFileError, OutputExistsError
+from compresskit.errors import ModelFileError, one_line
+from compresskit.outputs import atomic_directory
 from compresskit.plan import LayerPlan, PruningPlan, record_kept
 
 MANIFEST = "compresskit.json"
@@ -35,8 +33,9 @@ FORMAT = "compresskit.model"
 FORMAT_VERSION = 1
 
 # What transformers raises for a config.json it cannot use: unreadable, not JSON, unknown
-# model_type, or a field of the wrong type (transformers 5 validates configs strictly).
-CONFIG_ERRORS = (OSError, ValueError, StrictDataclassError)
+# model_type, a field of the wrong type (transformers 5 validates configs strictly), or JSON
+# that is not an object (a list: TypeError; fields it indexes: KeyError, AttributeError).
+CONFIG_ERRORS = (OSError, ValueError, StrictDataclassError, TypeError, KeyError, AttributeError)
 
 
 def save(
@@ -95,84 +94,6 @@ def _manifest(model: PreTrainedModel, adapter: ArchAdapter) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `directory`; on success it replaces `directory`.
-
-    On any error the temporary folder is removed and `directory` is left as it was. A process
-    killed meanwhile leaves its temporary folder behind; the next write to `directory` removes
-    it (and puts back a previous output caught between the two renames of `_replace`).
-    """
-    target = Path(directory)
-    refuse_existing_output(target, overwrite=overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_up_after_killed_writers(target)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f"{_scratch_prefix(target)}{os.getpid()}-", dir=target.parent)
-    )
-    try:
-        yield tmp
-        _replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def refuse_existing_output(target: Path, *, overwrite: bool) -> None:
-    """Raise OutputExistsError if `target` exists (other than as an empty folder) and
-    overwriting was not asked for: checked before any work, so no result is lost."""
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise OutputExistsError(
-            f"output {target} already exists: choose another folder or "
-            "pass overwrite=True (--overwrite)"
-        )
-
-
-def _scratch_prefix(target: Path) -> str:
-    # Hidden, and named after the target and the writing process, so that leftovers of a
-    # killed writer can be recognised: .NAME.ck-PID-XXXX (new) and .NAME.ck-PID-old (previous).
-    return f".{target.name}.ck-"
-
-
-def _replace(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f"{_scratch_prefix(target)}{os.getpid()}-old")
-    os.replace(target, old)
-    os.replace(new, target)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink()
-
-
-def _clean_up_after_killed_writers(target: Path) -> None:
-    """Remove the scratch folders of writers of `target` that are no longer running. A
-    previous output moved aside by a writer killed before it moved the new one in goes back."""
-    prefix = _scratch_prefix(target)
-    for leftover in sorted(target.parent.glob(f"{prefix}*")):
-        pid = leftover.name[len(prefix) :].split("-")[0]
-        if not pid.isdigit() or _is_running(int(pid)):
-            continue
-        if leftover.name.endswith("-old") and not target.exists():
-            os.replace(leftover, target)
-        elif leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink()
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def load(directory: str | Path, *, attn_implementation: str | None = None) -> PreTrainedModel:
     """Rebuild a model saved by `save` as an ordinary transformers model, in eval mode.
 
@@ -184,7 +105,7 @@ def load(directory: str | Path, *, attn_implementation: str | None = None) -> Pr
         raise ModelFileError(f"model folder {folder} does not exist")
     manifest = read_manifest(folder)
     config = _read_config(folder, manifest)
-    model_class = _model_class(folder, manifest)
+    model_class = _model_class(folder, manifest, config)
     adapter_cls = adapter_class(config.model_type)
     layers = _validated_layers(folder, manifest, config, adapter_cls)
     check_weights_fit(
@@ -216,10 +137,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def _read_config(folder: Path, manifest: dict[str, Any]) -> Any:
-    try:
-        config = transformers.AutoConfig.from_pretrained(folder)
-    except CONFIG_ERRORS as err:
-        raise ModelFileError(f"{folder / 'config.json'} cannot be read: {one_line(err)}") from None
+    config = read_config(folder)
     if config.model_type != manifest.get("model_type"):
         raise ModelFileError(
             f"{folder / MANIFEST} says model_type "
@@ -229,15 +147,45 @@ def _read_config(folder: Path, manifest: dict[str, Any]) -> Any:
     return config
 
 
-def _model_class(folder: Path, manifest: dict[str, Any]) -> type[PreTrainedModel]:
-    name = manifest.get("architecture")
-    # Only transformers' own model classes: never an arbitrary import path from a file.
+def read_config(name_or_path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The config of a model folder or hub id, checked before it sizes anything: a type with
+    an adapter (else UnsupportedModelError), and values transformers can build a model from
+    (else ModelFileError naming the field)."""
+    where = Path(name_or_path) / "config.json" if Path(name_or_path).is_dir() else name_or_path
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code
+        )
+    except CONFIG_ERRORS as err:
+        raise ModelFileError(f"cannot read the config of {where}: {one_line(err)}") from None
+    adapter = adapter_class(config.model_type)
+    problem = adapter.config_problem(config)
+    if problem is not None:
+        raise ModelFileError(f"{where}: {problem}; the config is damaged or not of this model")
+    return config
+
+
+def model_class_named(name: Any, config: Any) -> type[PreTrainedModel] | None:
+    """transformers' own model class called `name`, if it is a concrete model of `config`'s
+    type (never an import path read from a file, nor a class of another architecture)."""
     model_class = getattr(transformers, name, None) if isinstance(name, str) else None
-    if not (
-        isinstance(model_class, type) and issubclass(model_class, transformers.PreTrainedModel)
+    if (
+        isinstance(model_class, type)
+        and issubclass(model_class, transformers.PreTrainedModel)
+        and model_class.config_class is type(config)
+        and not model_class.__name__.endswith("PreTrainedModel")
     ):
+        return model_class
+    return None
+
+
+def _model_class(folder: Path, manifest: dict[str, Any], config: Any) -> type[PreTrainedModel]:
+    name = manifest.get("architecture")
+    model_class = model_class_named(name, config)
+    if model_class is None:
         raise ModelFileError(
-            f"{folder / MANIFEST}: architecture {name!r} is not a transformers model class"
+            f"{folder / MANIFEST}: architecture {name!r} is not a transformers model class "
+            f"for model_type {config.model_type!r}"
         )
     return model_class
 
@@ -305,8 +253,14 @@ def check_weights_fit(
     shapes first. A config from a stranger asking for absurd sizes gets an error, not an
     out-of-memory crash. Sharded or remote checkpoints get the memory check only.
     """
-    with torch.device("meta"), no_init_weights():
-        skeleton = model_class(config)
+    try:
+        with torch.device("meta"), no_init_weights():
+            skeleton = model_class(config)
+    except Exception as err:  # whatever else in the config transformers cannot build from
+        raise ModelFileError(
+            f"{folder / 'config.json'} describes a model transformers cannot build "
+            f"({one_line(err)}): the config is damaged or not of this model"
+        ) from None
     _check_fits_in_memory(folder, skeleton)
     if shape is not None:
         shape(skeleton)
@@ -332,7 +286,7 @@ def check_weights_fit(
 
 def _check_fits_in_memory(folder: Path, skeleton: PreTrainedModel) -> None:
     needed = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
-    available = _physical_memory()
+    available = physical_memory()
     if available is not None and needed > available:
         raise ModelFileError(
             f"{folder / 'config.json'} describes a model of {needed / 1e9:.3g} GB, more than "
@@ -341,7 +295,7 @@ def _check_fits_in_memory(folder: Path, skeleton: PreTrainedModel) -> None:
         )
 
 
-def _physical_memory() -> int | None:
+def physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
@@ -367,13 +321,6 @@ def weights_header(path: Path) -> dict[str, tuple[int, ...]] | None:
 
 def corrupt_weights_message(path: Path, err: Exception) -> str:
     return f"{path} is corrupt or truncated ({one_line(err)}): copy or save the model again"
-
-
-def one_line(err: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, cut at `limit` characters (third-party errors
-    often run to pages)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _shape_like_saved(adapter: ArchAdapter, layers: list[tuple[LayerPlan, int]]) -> None:

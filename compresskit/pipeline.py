@@ -6,26 +6,29 @@ compose the same steps themselves (see docs/python-api.md).
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from compresskit._json import dumps
-from compresskit.errors import ConfigError, ModelFileError
+from compresskit.errors import ConfigError, ModelFileError, one_line
 from compresskit.io import (
-    CONFIG_ERRORS,
     MANIFEST,
     WEIGHTS,
-    atomic_directory,
     check_weights_fit,
     corrupt_weights_message,
-    one_line,
-    refuse_existing_output,
+    model_class_named,
+    read_config,
     write_model,
 )
+from compresskit.outputs import atomic_directory, claim_output, resolve_output
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
@@ -87,28 +90,25 @@ def run_prune(job: PruneJob) -> PruneReport:
             f"{'prunes while training' if strategy.kind != 'one-shot' else 'scores with data'}"
             ": give --task and --data (see `compresskit prune --help`)"
         )
-    check_output_free(job)
-    seconds: dict[str, float] = {}
-    with timed(seconds, "load"):
-        model, tokenizer = load_model_and_tokenizer(job.model, job.trust_remote_code)
-        dense, before = dense_stats(model, job.seq_len), model_stats(model, job.seq_len)
-    with timed(seconds, "score"):
-        plan = strategy.plan(model)
-    with timed(seconds, "prune"):
-        from compresskit.pruner import prune
+    job = replace(job, output=resolve_output(job.output))
+    # Checked and locked before any work, so that no result is lost and nothing of the user's
+    # is replaced (outputs.claim_output).
+    with claim_output(job.output, overwrite=job.overwrite, inputs=[job.model]):
+        seconds: dict[str, float] = {}
+        with timed(seconds, "load"):
+            model, tokenizer = load_model_and_tokenizer(job.model, job.trust_remote_code)
+            dense, before = dense_stats(model, job.seq_len), model_stats(model, job.seq_len)
+        with timed(seconds, "score"):
+            plan = strategy.plan(model)
+        with timed(seconds, "prune"):
+            from compresskit.pruner import prune
 
-        prune(model, plan)
-    after = model_stats(model, job.seq_len)
-    report = PruneReport(job, strategy.to_dict(), plan, dense, before, after, seconds)
-    with timed(seconds, "save"):
-        _save_with_report(model, tokenizer, report)
+            prune(model, plan)
+        after = model_stats(model, job.seq_len)
+        report = PruneReport(job, strategy.to_dict(), plan, dense, before, after, seconds)
+        with timed(seconds, "save"):
+            _save_with_report(model, tokenizer, report)
     return report
-
-
-def check_output_free(job: PruneJob | Any) -> None:
-    """Refuse to start a job whose output exists (and is not an empty folder) unless the job
-    says overwrite: the check runs before any work, so no result is lost."""
-    refuse_existing_output(Path(job.output), overwrite=job.overwrite)
 
 
 def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:
@@ -129,7 +129,6 @@ def load_model_and_tokenizer(
     from compresskit.io import load
 
     path = Path(name_or_path)
-    _check_model_path(name_or_path)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code, required=require_tokenizer)
     if (path / MANIFEST).is_file():
         return load(path), tokenizer
@@ -140,48 +139,94 @@ def load_tokenizer(
     name_or_path: str, trust_remote_code: bool = False, *, required: bool = False
 ) -> Any:
     """The tokenizer saved with a model: None when there is none, or ModelFileError when
-    `required`.
+    `required`. Tokenizer files that are there but cannot be read are always an error (a
+    model saved without its tokenizer would look fine and be useless).
 
     A local folder without tokenizer files has none, whatever transformers says: transformers
     5 builds a tokenizer of special tokens only from config.json, which reads every word as
-    [UNK] (TRAPS.md)."""
+    [UNK] (docs/failure-behaviour.md)."""
     import transformers
 
+    check_model_source(name_or_path)
     path = Path(name_or_path)
-    tokenizer, why = None, f"none of {', '.join(TOKENIZER_FILES)} is there"
-    if not path.is_dir() or any((path / name).is_file() for name in TOKENIZER_FILES):
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                name_or_path, trust_remote_code=trust_remote_code
+    present = [name for name in TOKENIZER_FILES if (path / name).is_file()]
+    if path.is_dir() and not present:
+        if required:
+            raise ModelFileError(
+                f"{name_or_path} has no usable tokenizer (none of {', '.join(TOKENIZER_FILES)} "
+                "is there): save the model with its tokenizer (compresskit.save(model, dir, "
+                "tokenizer=tok), or tok.save_pretrained(dir))"
             )
-        except CONFIG_ERRORS as err:  # it reads config.json too
-            why = one_line(err)
-    if tokenizer is None and required:
-        raise ModelFileError(
-            f"{name_or_path} has no usable tokenizer ({why}): save the model with its "
-            "tokenizer (compresskit.save(model, dir, tokenizer=tok), or tok.save_pretrained(dir))"
+        return None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code
         )
-    return tokenizer
+    except Exception as err:  # the tokenizers library raises plain Exception for bad files
+        if not path.is_dir() and not required:
+            return None  # a hub model without a tokenizer
+        if (path / "config.json").is_file():
+            read_config(path)  # transformers reads it too: blame it if it is the damaged one
+        raise ModelFileError(
+            f"the tokenizer in {name_or_path} ({', '.join(present) or 'hub'}) cannot be read "
+            f"({one_line(err)}): copy or save it again"
+        ) from None
 
 
-def _check_model_path(name_or_path: str) -> None:
-    path = Path(name_or_path)
+def check_model_source(name_or_path: str) -> None:
+    """A model (or tokenizer) named on the command line is a local folder with config.json or
+    a hub id. A path that looks local and is missing fails at once, as does a hub id when the
+    hub cannot be reached (rather than after a minute of retries)."""
+    path = Path(name_or_path).expanduser()
     if path.is_file():
         raise ModelFileError(
             f"model {name_or_path} is a file: give the folder that holds config.json and {WEIGHTS}"
         )
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ModelFileError(
-            f"{path} has no config.json: give a folder written by compresskit.save or "
-            "save_pretrained"
-        )
-    if not path.exists() and (
-        name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    ):
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+            raise ModelFileError(
+                f"{path} has no config.json: give a folder written by compresskit.save or "
+                "save_pretrained"
+            )
+        return
+    if _looks_local(name_or_path):
         raise ModelFileError(
             f"model {name_or_path} does not exist: give a folder with "
             "config.json or a hub id such as bert-base-uncased"
         )
+    _check_hub_reachable(name_or_path)
+
+
+# A hub id: NAME or OWNER/NAME of letters, digits, '-', '_' and '.', at most 96 characters each.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def _looks_local(name: str) -> bool:
+    """Whether a missing `name` can only be meant as a local path: it starts like one, cannot
+    be a hub id, or its first part is a folder here (out/bse1 when out/ exists)."""
+    first = Path(name).parts[0] if Path(name).parts else name
+    return (
+        name.startswith((".", "/", "~"))
+        or not _HUB_ID.fullmatch(name)
+        or ".." in name
+        or ("/" in name and Path(first).is_dir())
+    )
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Offline, huggingface_hub retries for a minute before it gives up: ask once, quickly.
+    With HF_HUB_OFFLINE=1 transformers reads its local cache only, and is not asked."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=5).close()
+    except OSError:
+        raise ModelFileError(
+            f"model {name} is not a local folder, and the hub ({host}) cannot be reached: "
+            "give a local folder, or set HF_HUB_OFFLINE=1 to load it from the Hugging Face "
+            "cache"
+        ) from None
 
 
 def load_checkpoint(
@@ -200,18 +245,10 @@ def load_checkpoint(
             checkpoint lacks is initialised); by default the class config.json names.
         config_updates: config attributes to set first (num_labels, id2label, ...).
     """
-    import transformers
     from safetensors import SafetensorError
 
-    from compresskit.arch import adapter_class
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code
-        )
-    except CONFIG_ERRORS as err:
-        raise ModelFileError(f"cannot load model {name_or_path!r}: {one_line(err)}") from None
-    adapter_class(config.model_type)  # an unsupported type fails before loading weights
+    check_model_source(name_or_path)
+    config = read_config(name_or_path, trust_remote_code)  # checked before any weight is read
     checkpoint_class = _checkpoint_class(config)
     path = Path(name_or_path)
     if path.is_dir():
@@ -230,15 +267,13 @@ def load_checkpoint(
 
 
 def _checkpoint_class(config: Any) -> Any:
-    """The model class config.json names, if transformers has it, else AutoModel."""
-    import transformers
+    """The model class config.json names, if transformers has it for this model type, else
+    the type's base model (BertModel, ...), as AutoModel would build."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     names = getattr(config, "architectures", None) or []
-    # Only transformers' own model classes: never an arbitrary name from a file.
-    named = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
-    if isinstance(named, type) and issubclass(named, transformers.PreTrainedModel):
-        return named
-    return transformers.AutoModel
+    named = model_class_named(names[0], config) if isinstance(names, list) and names else None
+    return named or MODEL_MAPPING[type(config)]
 
 
 def _require_safetensors(folder: Path) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from compresskit import __version__
 from compresskit._json import dumps
+from compresskit._optional import import_extra
 from compresskit.arch import get_adapter
 from compresskit.errors import (
     ConfigError,
@@ -34,7 +35,8 @@ from compresskit.errors import (
 )
 from compresskit.exporters import ort
 from compresskit.exporters.evaluation import EvalSet, Evaluation, read_eval_set, score
-from compresskit.io import MANIFEST, atomic_directory, refuse_existing_output
+from compresskit.io import MANIFEST
+from compresskit.outputs import atomic_directory, claim_output, resolve_output
 from compresskit.plan import PruningPlan
 
 logger = logging.getLogger(__name__)
@@ -284,27 +286,29 @@ def export_onnx(
             or the int8 graph fails its check.
     """
     texts = _check_options(quantize, opset, parity_tolerance, sample_texts)
-    source, target = Path(model_dir), Path(output)
-    refuse_existing_output(target, overwrite=overwrite)  # before the slow part
-    model, tokenizer = _load_source(source)
-    spec = onnx_spec(model)
-    # Read the evaluation data before the slow part, so that a mistake in it costs nothing.
-    eval_set = _eval_set(source, model, spec, eval_data, eval_task) if eval_data else None
-    job = _Job(model, tokenizer, spec, texts, parity_tolerance)
-    with atomic_directory(target, overwrite=overwrite) as folder:
-        with tempfile.TemporaryDirectory(dir=folder) as work:
-            graph = job.build(Path(work), optimize=optimize, quantize=quantize, opset=opset)
-            if eval_set is not None:
-                job.evaluate(eval_set)
-            shutil.copyfile(graph, folder / MODEL_FILE)
-        _copy_deployment_files(source, tokenizer, folder)
-        if not (folder / "tokenizer.json").is_file():
-            job.warnings.append(
-                "the tokenizer has no tokenizer.json (a slow tokenizer): runtimes that read "
-                "tokenizer.json (compresskit.runtime) cannot use this folder"
-            )
-        report = job.report(source, target, opset, (folder / MODEL_FILE).stat().st_size)
-        (folder / EXPORT_MANIFEST).write_text(dumps(report.to_dict()) + "\n", encoding="utf-8")
+    import_extra("onnxruntime", "ONNX export")  # before any work, as options are
+    source, target = Path(model_dir), resolve_output(output)
+    # Before the slow part, and never over the model being exported (outputs.claim_output).
+    with claim_output(target, overwrite=overwrite, inputs=[source, eval_data]):
+        model, tokenizer = _load_source(source)
+        spec = onnx_spec(model)
+        # Read the evaluation data before the slow part, so that a mistake in it costs nothing.
+        eval_set = _eval_set(source, model, spec, eval_data, eval_task) if eval_data else None
+        job = _Job(model, tokenizer, spec, texts, parity_tolerance)
+        with atomic_directory(target, overwrite=overwrite) as folder:
+            with tempfile.TemporaryDirectory(dir=folder) as work:
+                graph = job.build(Path(work), optimize=optimize, quantize=quantize, opset=opset)
+                if eval_set is not None:
+                    job.evaluate(eval_set)
+                shutil.copyfile(graph, folder / MODEL_FILE)
+            _copy_deployment_files(source, tokenizer, folder)
+            if not (folder / "tokenizer.json").is_file():
+                job.warnings.append(
+                    "the tokenizer has no tokenizer.json (a slow tokenizer): runtimes that read "
+                    "tokenizer.json (compresskit.runtime) cannot use this folder"
+                )
+            report = job.report(source, target, opset, (folder / MODEL_FILE).stat().st_size)
+            (folder / EXPORT_MANIFEST).write_text(dumps(report.to_dict()) + "\n", encoding="utf-8")
     for warning in report.warnings:
         logger.warning("%s", warning)
     return report
@@ -329,8 +333,9 @@ def _check_options(
 
 
 def _load_source(source: Path) -> tuple[Any, Any]:
-    """The model with eager attention (it exports a faster graph than sdpa, TRAPS.md) and its
-    tokenizer, which the exported folder must carry to deploy on its own."""
+    """The model with eager attention (it exports a faster graph than sdpa:
+    docs/library-pitfalls.md) and its tokenizer, which the exported folder must carry to deploy
+    on its own."""
     from compresskit.pipeline import load_model_and_tokenizer
 
     if not (source / "config.json").is_file():

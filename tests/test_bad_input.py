@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import transformers
 from click.testing import CliRunner
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 
 import compresskit
 from compresskit.cli import cli
+from compresskit.cli import prune as prune_command
 from compresskit.errors import (
     CompressKitError,
     ConfigError,
@@ -51,6 +53,7 @@ class Files:
         self.root = root
         self.dense = write_tiny_checkpoint(root / "dense")  # a plain transformers folder
         self.data = write_tiny_sentiment(root / "data", n_train=16, n_dev=8)
+        self.text = write(root / "text.txt", "the movie was good\n" * 8)
         self.saved = root / "saved"  # a pruned 2-label classifier, saved by compresskit
         compresskit.save(
             compresskit.prune(tiny_model("bert"), PLAN),
@@ -110,6 +113,10 @@ def without_tokenizer(folder: Path) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).unlink()
     return folder
+
+
+def recipe(tmp: Path, text: str) -> str:
+    return str(write(tmp / "recipe.yaml", text))
 
 
 def prune_args(model: Path | str, out: Path, *extra: str) -> list[str]:
@@ -316,6 +323,90 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
     "info of a plain transformers folder": (
         lambda f, t, o: ["info", str(f.dense)],
         "compresskit.json is missing",
+    ),
+    # Recipes: the same checks as the flags, with YAML's types; never remote code.
+    **{
+        f"recipe {text.strip()!r}": (
+            lambda f, t, o, text=text: prune_args(f.dense, o, "--recipe", recipe(t, text)),
+            message,
+        )
+        for text, message in [
+            ("trust-remote-code: true", "cannot be set in a recipe"),
+            ('trust-remote-code: "no"', "cannot be set in a recipe"),
+            ('overwrite: "false"', "overwrite must be true or false, got 'false' (a string)"),
+            ("overwrite: 1", "overwrite must be true or false, got 1 (an integer)"),
+            ('seq_len: "abc"', "seq_len must be an integer, got 'abc'"),
+            ("seq_len: 0", "0 is not in the range x>=1"),
+            ("seq_len: 1.5", "seq_len must be an integer"),
+            ("output: [a, b]", "output must be a string, got ['a', 'b'] (a list)"),
+            ("model: null", "model has no value"),
+            ('heads-ratio: "0.5"', "heads_ratio must be a number, got '0.5'"),
+            ("progress: yes-please", "progress must be true or false"),
+            ("task: 3", "task must be a string"),
+            ("a: &a [1, 1, 1]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n", "aliases"),
+            ("a: " + "x" * 70_000 + "\n", "recipes are at most 65536"),
+        ]
+    },
+    # config.json values transformers would reject (or crash on) while building the model.
+    **{
+        f"config.json with {change}": (
+            lambda f, t, o, change=change: prune_args(
+                edit_json(f.copy("dense", t) / "config.json", lambda c: c.update(change)), o
+            ),
+            message,
+        )
+        for change, message in [
+            ({"num_attention_heads": 3}, "hidden_size 32 is not a multiple of 3 heads"),
+            ({"intermediate_size": -4}, "intermediate_size must be a positive integer, got -4"),
+            ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer, got 0"),
+            ({"vocab_size": 0}, "vocab_size must be a positive integer"),
+            ({"hidden_dropout_prob": 2.0}, "hidden_dropout_prob must be a probability"),
+            ({"hidden_act": "nope"}, "hidden_act 'nope' is not an activation"),
+            ({"layer_norm_eps": -1.0}, "layer_norm_eps must be a small positive number"),
+        ]
+    },
+    "config.json that is a list": (
+        lambda f, t, o: prune_args(write(f.copy("dense", t) / "config.json", "[1, 2]").parent, o),
+        "cannot read the config of",
+    ),
+    "compresskit.json naming a class of another architecture": (
+        lambda f, t, o: prune_args(
+            edit_json(f.copy("saved", t) / MANIFEST, lambda m: m.update(architecture="GPT2Model")),
+            o,
+        ),
+        "'GPT2Model' is not a transformers model class for model_type 'bert'",
+    ),
+    "compresskit.json naming an abstract class": (
+        lambda f, t, o: prune_args(
+            edit_json(
+                f.copy("saved", t) / MANIFEST,
+                lambda m: m.update(architecture="BertPreTrainedModel"),
+            ),
+            o,
+        ),
+        "is not a transformers model class",
+    ),
+    "max-seq-len above the model's positions": (
+        lambda f, t, o: prune_args(
+            f.dense, o, "--task", "sst2", "--data", str(f.data), "--max-seq-len", "64"
+        ),
+        "--max-seq-len 64 is above the 32 positions of",
+    ),
+    "pre-training a model larger than memory": (
+        lambda f, t, o: [
+            *["prune", "--strategy", "earlybird", "--task", "mlm", "--data", str(f.text)],
+            *["--config", "layers=48,hidden=8192,heads=64,ffn=32768", "--tokenizer", str(f.dense)],
+            *["--output", str(o)],
+        ],
+        "more than this machine's",
+    ),
+    "a local path that does not exist": (
+        lambda f, t, o: prune_args(Path(os.path.relpath(t)) / "bse1", o),
+        "does not exist: give a folder with config.json",
+    ),
+    "a corrupt tokenizer.json": (
+        lambda f, t, o: prune_args(truncate(f.copy("dense", t) / "tokenizer.json", 100), o),
+        "tokenizer.json, tokenizer_config.json) cannot be read",
     ),
 }
 
@@ -549,6 +640,46 @@ def test_the_cli_refuses_any_ratio_outside_zero_one_in_one_line(files, tmp_path,
     assert result.exit_code != 0
     line = one_line_error(result)
     assert "ffn-ratio" in line or "ffn_ratio" in line
+    assert not output.exists()
+
+
+RECIPE_OPTIONS = [
+    p
+    for p in prune_command.params
+    if isinstance(p, click.Option) and p.name not in ("recipe", "trust_remote_code")
+]
+TEXT = st.text(max_size=6)
+SCALARS = st.integers(-5, 5) | st.floats(allow_nan=False, allow_infinity=False) | st.booleans()
+CONTAINERS = st.lists(st.integers(), max_size=2) | st.dictionaries(TEXT, st.integers(), max_size=1)
+# For each kind of flag: YAML values of every other type.
+WRONG_TYPE = {
+    "flag": TEXT | st.integers() | st.floats() | CONTAINERS,
+    "integer": TEXT
+    | st.floats().filter(lambda x: x != int(x) if math.isfinite(x) else True)
+    | st.booleans()
+    | CONTAINERS,
+    "number": TEXT | st.booleans() | CONTAINERS,
+    "string": SCALARS | CONTAINERS,
+}
+
+
+def _kind(option: click.Option) -> str:
+    if option.is_flag:
+        return "flag"
+    if isinstance(option.type, click.types.IntParamType):
+        return "integer"
+    return "number" if isinstance(option.type, click.types.FloatParamType) else "string"
+
+
+@FUZZ
+@given(option=st.sampled_from(RECIPE_OPTIONS), data=st.data())
+def test_a_recipe_value_of_the_wrong_type_is_refused_in_one_line(files, tmp_path, option, data):
+    value = data.draw(WRONG_TYPE[_kind(option)])
+    path = write(tmp_path / "r.json", json.dumps({option.name: value}))
+    output = tmp_path / "out"
+    result = CliRunner().invoke(cli, prune_args(files.dense, output, "--recipe", str(path)))
+    assert result.exit_code == 1
+    assert f"recipe {path}: {option.name} must be" in one_line_error(result)
     assert not output.exists()
 
 

@@ -21,6 +21,7 @@ from compresskit.errors import (
     ExportParityError,
     ModelFileError,
     OutputExistsError,
+    OutputPathError,
 )
 from compresskit.exporters import onnx as onnx_export
 from compresskit.exporters import ort
@@ -188,7 +189,8 @@ def test_fused_attention_is_right_for_left_padding(tmp_path, tokenizer):
 def test_one_global_head_count_is_caught_and_the_unfused_graph_kept(
     save, tmp_path, monkeypatch, caplog
 ):
-    # The TRAPS.md failure: shapes left as (B, T, -1, d) and one num_heads for every layer.
+    # The failure of docs/library-pitfalls.md: shapes left as (B, T, -1, d) and one num_heads
+    # for every layer.
     from onnxruntime.transformers.optimizer import optimize_model
 
     monkeypatch.setattr(ort, "_pin_shape", lambda *args, **kwargs: None)
@@ -259,9 +261,12 @@ def test_an_existing_output_needs_overwrite(save, tmp_path):
     with pytest.raises(OutputExistsError, match="overwrite"):
         export(folder, tmp_path / "onnx")
     assert (tmp_path / "onnx" / "keep.txt").exists()
-    export(folder, tmp_path / "onnx", overwrite=True)
+    with pytest.raises(OutputPathError, match=r"keep\.txt, which compresskit did not write"):
+        export(folder, tmp_path / "onnx", overwrite=True)  # a file of the user's is never lost
+    (tmp_path / "onnx" / "keep.txt").unlink()
+    export(folder, tmp_path / "onnx")
+    export(folder, tmp_path / "onnx", overwrite=True)  # over its own previous output
     assert (tmp_path / "onnx" / "model.onnx").is_file()
-    assert not (tmp_path / "onnx" / "keep.txt").exists()
 
 
 @pytest.mark.parametrize(

@@ -61,8 +61,12 @@ def test_an_existing_output_needs_overwrite(model_dir, tmp_path):
     result = export_cli(str(model_dir), "--output", str(out))
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert "already exists" in result.output and "--overwrite" in result.output
+    result = export_cli(str(model_dir), "--output", str(out), "--overwrite")
+    assert result.exit_code == 1 and "keep.txt, which compresskit did not write" in result.output
+    (out / "keep.txt").unlink()
+    assert export_cli(str(model_dir), "--output", str(out)).exit_code == 0  # empty: free
     assert export_cli(str(model_dir), "--output", str(out), "--overwrite").exit_code == 0
-    assert (out / "model.onnx").is_file() and not (out / "keep.txt").exists()
+    assert (out / "model.onnx").is_file()
 
 
 def test_only_int8_quantisation_is_offered(model_dir, tmp_path):

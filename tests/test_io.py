@@ -12,7 +12,7 @@ from conftest import ALL_MODEL_CLASSES, batch, tiny_model
 from helpers import outputs
 
 import compresskit
-from compresskit.errors import ModelFileError, OutputExistsError
+from compresskit.errors import ModelFileError, OutputExistsError, OutputPathError
 from compresskit.io import MANIFEST, WEIGHTS
 from compresskit.plan import PruningPlan
 
@@ -80,15 +80,20 @@ def test_loaded_model_works_with_a_transformers_pipeline(tmp_path, minilm_path):
     assert classify("a fine film")[0]["label"] in {"LABEL_0", "LABEL_1"}
 
 
-def test_saving_into_a_non_empty_folder_needs_overwrite(tmp_path):
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "keep.txt").write_text("mine")
+def test_saving_over_a_previous_output_needs_overwrite(tmp_path):
+    compresskit.save(tiny_model("bert"), tmp_path / "m")
     with pytest.raises(OutputExistsError, match="already exists"):
         compresskit.save(tiny_model("bert"), tmp_path / "m")
-    assert (tmp_path / "m" / "keep.txt").read_text() == "mine"
     compresskit.save(tiny_model("bert"), tmp_path / "m", overwrite=True)
-    assert not (tmp_path / "m" / "keep.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left
+
+
+def test_overwrite_never_deletes_a_file_compresskit_did_not_write(tmp_path):
+    compresskit.save(tiny_model("bert"), tmp_path / "m")
+    (tmp_path / "m" / "keep.txt").write_text("mine")
+    with pytest.raises(OutputPathError, match=r"would delete .*keep.txt, which compresskit"):
+        compresskit.save(tiny_model("bert"), tmp_path / "m", overwrite=True)
+    assert (tmp_path / "m" / "keep.txt").read_text() == "mine"
 
 
 def test_a_failed_save_leaves_nothing_behind(tmp_path):

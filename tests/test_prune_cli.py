@@ -113,14 +113,20 @@ def test_bad_input_is_one_line_and_writes_nothing(dense_dir, tmp_path, args, mes
 
 
 def test_an_existing_output_needs_overwrite(dense_dir, tmp_path):
+    args = ["--strategy", "magnitude", "--model", str(dense_dir), "--output", str(tmp_path / "o")]
+    assert prune_cli(*args).exit_code == 0
+    result = prune_cli(*args)
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert prune_cli(*args, "--overwrite").exit_code == 0
+
+
+def test_overwrite_refuses_a_folder_with_the_users_files(dense_dir, tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "mine.txt").write_text("keep")
     args = ["--strategy", "magnitude", "--model", str(dense_dir), "--output", str(tmp_path / "o")]
-    result = prune_cli(*args)
-    assert result.exit_code == 1 and "--overwrite" in result.output
+    result = prune_cli(*args, "--overwrite")
+    assert result.exit_code == 1 and "mine.txt, which compresskit did not write" in result.output
     assert (tmp_path / "o" / "mine.txt").read_text() == "keep"
-    assert prune_cli(*args, "--overwrite").exit_code == 0
-    assert not (tmp_path / "o" / "mine.txt").exists()
 
 
 def test_a_bad_recipe_is_one_line(tmp_path):

@@ -6,6 +6,7 @@ an architecture means adding one small class here and nothing else.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,9 +44,52 @@ class ArchAdapter:
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
+    # config.json fields that size a tensor (each a positive integer), the two whose quotient
+    # is the head size, and the one naming the activation.
+    size_fields: ClassVar[tuple[str, ...]] = ()
+    hidden_and_heads: ClassVar[tuple[str, str]] = ("hidden_size", "num_attention_heads")
+    activation_field: ClassVar[str] = "hidden_act"
 
     def __init__(self, model: Any) -> None:
         self.model = model  # a transformers PreTrainedModel (its modules are untyped)
+
+    # --- what a config.json must hold -----------------------------------------------------
+    @classmethod
+    def config_problem(cls, config: Any) -> str | None:
+        """What in `config` transformers would reject (or crash on) when building the model,
+        in words; None when it can be built. Checked before any tensor is made, so that a
+        damaged or hostile config.json is one line, not a traceback from deep inside."""
+        for name in cls.size_fields:
+            value = getattr(config, name, None)
+            if type(value) is not int or value < 1:
+                return f"{name} must be a positive integer, got {value!r}"
+        hidden, heads = (getattr(config, name) for name in cls.hidden_and_heads)
+        if hidden % heads:
+            return f"{cls.hidden_and_heads[0]} {hidden} is not a multiple of {heads} heads"
+        for name, value in sorted(vars(config).items()):
+            is_probability = "dropout" in name or name.endswith("_prob")
+            if is_probability and value is not None and not (_is_number(value) and 0 <= value <= 1):
+                return f"{name} must be a probability in [0, 1], got {value!r}"
+        eps = getattr(config, "layer_norm_eps", None)
+        if eps is not None and (not _is_number(eps) or not 0 < eps < 1):
+            return f"layer_norm_eps must be a small positive number, got {eps!r}"
+        return cls._activation_problem(getattr(config, cls.activation_field, None))
+
+    @classmethod
+    def _activation_problem(cls, activation: Any) -> str | None:
+        from transformers.activations import ACT2FN
+
+        if not isinstance(activation, str) or activation not in ACT2FN:
+            return (
+                f"{cls.activation_field} {activation!r} is not an activation transformers "
+                f"knows (e.g. {', '.join(sorted(ACT2FN)[:5])}, ...)"
+            )
+        return None
+
+    @classmethod
+    def max_positions(cls, config: Any) -> int:
+        """The longest sequence the model's position table takes."""
+        return int(config.max_position_embeddings)
 
     # --- lookups each family implements -------------------------------------------------
     @classmethod
@@ -87,6 +131,10 @@ class ArchAdapter:
 
     def hidden_size(self) -> int:
         return self.attention_parts(self.layers()[0]).output.out_features
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def set_linear_width(

@@ -35,6 +35,22 @@ class HeadlessBertSelfAttention(nn.Module):
 
 class BertAdapter(ArchAdapter):
     model_types = ("bert", "roberta")
+    size_fields = (
+        "num_hidden_layers",
+        "num_attention_heads",
+        "hidden_size",
+        "intermediate_size",
+        "vocab_size",
+        "max_position_embeddings",
+        "type_vocab_size",
+    )
+
+    @classmethod
+    def max_positions(cls, config: Any) -> int:
+        positions = int(config.max_position_embeddings)
+        if config.model_type == "roberta":  # positions are numbered from pad_token_id + 1
+            positions -= int(config.pad_token_id or 0) + 1
+        return positions
 
     @classmethod
     def config_shape(cls, config: Any) -> tuple[int, int, int, int]:

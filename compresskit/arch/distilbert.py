@@ -38,6 +38,16 @@ class HeadlessDistilBertSelfAttention(nn.Module):
 
 class DistilBertAdapter(ArchAdapter):
     model_types = ("distilbert",)
+    size_fields = (
+        "n_layers",
+        "n_heads",
+        "dim",
+        "hidden_dim",
+        "vocab_size",
+        "max_position_embeddings",
+    )
+    hidden_and_heads = ("dim", "n_heads")
+    activation_field = "activation"
 
     @classmethod
     def config_shape(cls, config: Any) -> tuple[int, int, int, int]:

@@ -19,7 +19,7 @@ import transformers
 from accelerate.utils import extract_model_from_parallel
 
 from compresskit.errors import ConfigError, ModelFileError
-from compresskit.io import MANIFEST, load
+from compresskit.io import MANIFEST, load, physical_memory
 from compresskit.pipeline import load_checkpoint
 
 # Upper bounds that keep a typo from allocating a huge model (BERT-large is 24 / 1024 / 16 /
@@ -48,6 +48,24 @@ class ModelSize:
             raise ConfigError(
                 f"--config hidden ({self.hidden}) must be a multiple of heads ({self.heads}): "
                 "each head gets hidden / heads dimensions"
+            )
+        self._check_fits_in_memory()
+
+    def encoder_params(self) -> int:
+        """Parameters of the encoder layers: Q, K, V, output (4 h² + 4 h), FFN (2 h f + f + h),
+        two LayerNorms (4 h). Embeddings and the head come on top."""
+        h, f = self.hidden, self.ffn
+        return self.layers * (4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h)
+
+    def _check_fits_in_memory(self) -> None:
+        # Training holds the weights, their gradients and AdamW's two moments: 16 bytes each.
+        needed, available = 16 * self.encoder_params(), physical_memory()
+        if available is not None and needed > available:
+            raise ConfigError(
+                f"--config describes a BERT of {self.encoder_params() / 1e9:.3g}B encoder "
+                f"parameters: training it needs at least {needed / 1e9:.3g} GB (weights, "
+                f"gradients and AdamW's two moments), more than this machine's "
+                f"{available / 1e9:.3g} GB; choose a smaller size"
             )
 
     @classmethod

@@ -19,7 +19,9 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,12 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from compresskit._json import dumps
+from compresskit._json import dumps, read_json_object
+from compresskit.arch import adapter_class
 from compresskit.errors import ConfigError
-from compresskit.io import MANIFEST, atomic_directory, load, write_model
-from compresskit.pipeline import check_output_free, load_checkpoint, load_tokenizer, timed
+from compresskit.io import MANIFEST, load, read_config, write_model
+from compresskit.outputs import atomic_directory, claim_output, resolve_output, run_dir_of
+from compresskit.pipeline import load_checkpoint, load_tokenizer, timed
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
@@ -150,7 +154,12 @@ class TrainJob:
 
     @property
     def run_dir(self) -> Path:
-        return self.output.with_name(self.output.name + ".run")
+        return run_dir_of(resolve_output(self.output))
+
+    @property
+    def inputs(self) -> tuple[str | None, ...]:
+        """The local paths the job reads, which its output may never replace."""
+        return (self.model, self.tokenizer, *self.data.split(","))
 
     @property
     def is_mlm(self) -> bool:
@@ -295,22 +304,35 @@ def run_training(job: TrainJob) -> TrainReport:
     and the figure into `job.output`."""
     start = time.perf_counter()
     process_state()  # joins the launcher's process group, if any, before anything is decided
+    job = replace(job, output=resolve_output(job.output))
     job.check_model_source()
     strategy = _build_strategy(job)  # validates before any work
-    check_output_free(job)
-    seconds: dict[str, float] = {}
-    with timed(seconds, "load"):
-        data = _load_data(job)
-        resumed = _prepare_run_dir(job)  # only once the task and data are known to be good
-    try:
-        report = _run(job, strategy, data, resumed, seconds, start)
-    except BaseException:
-        if is_main_process() and not _worth_resuming(job.run_dir):
+    with _claimed_output(job):
+        seconds: dict[str, float] = {}
+        with timed(seconds, "load"):
+            data = _load_data(job)
+            job = _fit_sequence_length(job)
+            resumed = _prepare_run_dir(job)  # only once the task and data are known to be good
+        try:
+            report = _run(job, strategy, data, resumed, seconds, start)
+        except BaseException:
+            if is_main_process() and not _worth_resuming(job.run_dir):
+                shutil.rmtree(job.run_dir, ignore_errors=True)
+            raise
+        if is_main_process():
             shutil.rmtree(job.run_dir, ignore_errors=True)
-        raise
-    if is_main_process():
-        shutil.rmtree(job.run_dir, ignore_errors=True)
     return report
+
+
+@contextmanager
+def _claimed_output(job: TrainJob) -> Iterator[None]:
+    """The output and OUTPUT.run/ are checked and locked (outputs.claim_output) for the whole
+    run, by the process that writes them."""
+    if not is_main_process():
+        yield
+        return
+    with claim_output(job.output, overwrite=job.overwrite, inputs=job.inputs, run_dir=True):
+        yield
 
 
 @dataclass(frozen=True)
@@ -343,7 +365,14 @@ def _run(
             from compresskit.pruner import prune
 
             prune(work.model, plan)
-    trainer = _trainer(job, work, job.run_dir / "train", max_steps=_slim_steps(job, work, search))
+    slim_steps = _slim_steps(job, work, search)
+    if slim_steps == 0 and search is not None:
+        logger.warning(
+            "the search took the whole budget of %d steps, so the slim model was not trained: "
+            "give a larger --max-steps, or cap the search with --max-search-steps",
+            search.steps,
+        )
+    trainer = _trainer(job, work, job.run_dir / "train", max_steps=slim_steps)
     if job.training.eval_every:
         trainer.add_callback(curve.callback("train", 0 if search is None else search.steps))
     with timed(seconds, "train"):
@@ -381,18 +410,32 @@ def _worth_resuming(run_dir: Path) -> bool:
     )
 
 
+# A file of OUTPUT.run/ that cannot be read: the run cannot continue from it.
+_DAMAGED_RUN = "; start the run again with --overwrite"
+
+
 def _last_complete_checkpoint(folder: Path, marker: str = TRAINER_STATE_NAME) -> str | None:
-    """The newest checkpoint in `folder` that holds `marker`, the file written last into it:
-    a process killed while writing a checkpoint leaves one without, and the one before it is
-    still there (the Trainer keeps two)."""
+    """The newest checkpoint in `folder` that holds `marker`, the file written last into it,
+    and whose JSON state files read: a process killed while writing a checkpoint leaves one
+    without, or with a truncated one, and the one before it is still there (the Trainer keeps
+    two)."""
     complete = [
         path
         for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if path.name.rsplit("-", 1)[-1].isdigit() and (path / marker).is_file()
+        if path.name.rsplit("-", 1)[-1].isdigit()
+        and all(_reads_as_json(path / name) for name in {marker, TRAINER_STATE_NAME})
     ]
     if not complete:
         return None
     return str(max(complete, key=lambda path: int(path.name.rsplit("-", 1)[-1])))
+
+
+def _reads_as_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return True
 
 
 # --- setting up --------------------------------------------------------------------------------
@@ -445,13 +488,30 @@ def _prepare_mlm(job: TrainJob, text: TextData) -> _Workload:
         assert job.model is not None
         tokenizer = load_tokenizer(job.model, remote, required=True)  # fails before the model loads
         model = load_masked_lm(job.model, trust_remote_code=remote, seed=t.seed)
-    positions = getattr(model.config, "max_position_embeddings", t.max_seq_len)
-    if t.max_seq_len > positions:
-        raise ConfigError(f"max_seq_len {t.max_seq_len} is above the model's {positions} positions")
     train_set = encode_blocks(text.train, tokenizer, t.max_seq_len, "training")
     held_out = encode_blocks(text.held_out, tokenizer, t.max_seq_len, "held-out")
     eval_set = masked_once(held_out, tokenizer, t.seed)
     return _Workload(model, tokenizer, train_set, eval_set, MlmCollator(tokenizer))
+
+
+def _fit_sequence_length(job: TrainJob) -> TrainJob:
+    """`job` with `max_seq_len` within the model's position table, checked from its config
+    before the run folder exists (found after the search, it left a run that could never
+    resume). The default length is cut to a smaller table; a length given above it is an
+    error. From scratch, the table is sized to `max_seq_len`."""
+    if job.model is None:
+        return job
+    config = read_config(job.model, job.trust_remote_code)
+    positions = adapter_class(config.model_type).max_positions(config)
+    length = job.training.max_seq_len
+    if length <= positions:
+        return job
+    if length != TrainingOptions.max_seq_len:
+        raise ConfigError(
+            f"--max-seq-len {length} is above the {positions} positions of {job.model}: "
+            f"use at most {positions}"
+        )
+    return replace(job, training=replace(job.training, max_seq_len=positions))
 
 
 def _step_budget(job: TrainJob, train_set: EncodedSplit) -> int:
@@ -477,7 +537,11 @@ def _prepare_run_dir(job: TrainJob) -> bool:
     run_dir, identity = job.run_dir, job.identity()
     saved = run_dir / "job.json"
     if run_dir.exists() and job.resume and saved.is_file():
-        _check_same_job(json.loads(saved.read_text(encoding="utf-8")), identity, run_dir)
+        _check_same_job(
+            read_json_object(saved, what="the run's options", error=ConfigError, fix=_DAMAGED_RUN),
+            identity,
+            run_dir,
+        )
         return True
     if run_dir.exists() and not job.overwrite and not job.resume:
         raise ConfigError(
@@ -607,7 +671,9 @@ def _choose(
         return None, None
     saved = job.run_dir / "plan.json"
     if saved.is_file():
-        record = json.loads(saved.read_text(encoding="utf-8"))
+        record = read_json_object(
+            saved, what="the chosen plan", error=ConfigError, fix=_DAMAGED_RUN
+        )
         seconds.update(record["seconds"])
         search = None if record["search"] is None else SearchRecord(**record["search"])
         if search is not None and not strategy.config.rewind:
