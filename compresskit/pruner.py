@@ -1,7 +1,7 @@
 """Apply a PruningPlan: physically remove heads and FFN neurons with torch-pruning's
 dependency graph. This is the only module that imports torch_pruning.
 
-Why explicit index groups (see ../shared/docs/TRAPS.md): torch-pruning's high-level pruners
+Why explicit index groups (see docs/library-pitfalls.md): torch-pruning's high-level pruners
 overshoot iterative head pruning, skip heads when the width ratio is 0 and share one ranking
 between heads and FFN. Building the graph once and pruning explicit channel lists is exact:
 removing head h means removing input channels h*d .. h*d+d-1 of the output projection, and the
@@ -77,7 +77,8 @@ def _prune_inputs(graph: tp.DependencyGraph, linear: nn.Linear, channels: list[i
 
 def _check_layer(adapter: ArchAdapter, layer: nn.Module, want: LayerPlan) -> None:
     # A per-head gate left in the graph makes torch-pruning skip the weights while the head
-    # count still drops (TRAPS.md); refuse to hand back a model whose shapes disagree.
+    # count still drops (docs/library-pitfalls.md); refuse to hand back a model whose shapes
+    # disagree.
     parts = adapter.attention_parts(layer)
     width = len(want.heads_kept) * adapter.head_dim(layer)
     ffn = adapter.ffn_parts(layer)

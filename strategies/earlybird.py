@@ -1,7 +1,7 @@
 """EarlyBERT search stage: learn slimming coefficients while training and draw the
 early-bird ticket once the pruning mask stops changing.
 
-The method (../shared/docs/EARLYBERT.md): one learnable scalar per attention head and per FFN
+The method (docs/earlybird.md): one learnable scalar per attention head and per FFN
 neuron, initialised to 1.0 and trained with an L1 penalty; every `mask_interval` steps the
 coefficients are turned into a keep-mask at the configured ratios; when the newest mask is
 within `eps` (normalised Hamming distance) of each of the previous `window - 1` masks the

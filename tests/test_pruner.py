@@ -128,9 +128,9 @@ def test_a_plan_that_does_not_fit_is_refused_before_anything_changes():
 
 
 def test_pruning_with_a_gate_still_on_the_projections_is_refused():
-    # TRAPS.md: a per-head gate left in the graph makes torch-pruning skip the weights while
-    # the head count drops. Gates (slimming coefficients, Taylor gates) are hooks on the
-    # projections: the pruner refuses before changing anything.
+    # docs/library-pitfalls.md: a per-head gate left in the graph makes torch-pruning skip the
+    # weights while the head count drops. Gates (slimming coefficients, Taylor gates) are hooks
+    # on the projections: the pruner refuses before changing anything.
     model = tiny_model("bert", layers=LAYERS, heads=HEADS, ffn=FFN)
     gate = torch.nn.Parameter(torch.ones(FFN))
     handle = model.bert.encoder.layer[1].output.dense.register_forward_pre_hook(

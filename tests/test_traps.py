@@ -1,4 +1,4 @@
-"""The library behaviours from ../shared/docs/TRAPS.md that compresskit depends on. If an
+"""The library behaviours of docs/library-pitfalls.md that compresskit depends on. If an
 upgrade changes one of them, this file says which assumption broke."""
 
 from __future__ import annotations
