@@ -92,8 +92,8 @@ def compare(dense: dict[str, Any], earlybird: dict[str, Any]) -> dict[str, Any]:
         "budget": budget,
         "ticket": {
             "state": search["state"],
-            "step": search["ticket_step"],
-            "fraction_of_budget": search["ticket_step"] / budget,
+            "step": search["decided_at"],
+            "fraction_of_budget": search["decided_at"] / budget,
         },
         "at_equal_steps": [
             {
@@ -130,7 +130,7 @@ def figure(path: Path, dense: dict[str, Any], earlybird: dict[str, Any]) -> None
     fig = Figure(figsize=(15, 4), layout="constrained")
     FigureCanvasAgg(fig)
     by_time, by_step, distance = fig.subplots(1, 3)
-    ticket = earlybird["search"]["ticket_step"]
+    ticket = earlybird["search"]["decided_at"]
     for name, report in (("dense", dense), ("earlybird", earlybird)):
         curve = report["curve"]
         by_time.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], label=name)
@@ -164,10 +164,15 @@ def _distances(ax: Any, search: dict[str, Any]) -> None:
     steps = [r["step"] for r in records]
     for kind in ("heads", "ffn"):
         ax.plot(steps, [max(r[kind]) for r in records], "-o", markersize=3, label=kind)
-    ax.axhline(search["eps"], color="grey", linestyle="--", label=f"eps {search['eps']}")
-    ax.axvline(search["ticket_step"], color="red", linewidth=1, label=search["state"])
+    ax.axhline(
+        search["settings"]["eps"],
+        color="grey",
+        linestyle="--",
+        label=f"eps {search['settings']['eps']}",
+    )
+    ax.axvline(search["decided_at"], color="red", linewidth=1, label=search["state"])
     ax.set_xlabel("step")
-    ax.set_ylabel(f"max mask distance in window of {search['window']}")
+    ax.set_ylabel(f"max mask distance in window of {search['settings']['window']}")
     ax.set_title("early-bird search")
     ax.legend(fontsize=8)
 

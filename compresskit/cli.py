@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,19 @@ _TASK_KEYS = ("task", "data", "resume", "encoding")
 _SCRATCH_KEYS = ("config", "tokenizer")
 
 
-@cli.command()
+class _PruneCommand(click.Command):
+    """`prune`, with an option for every field of every registered strategy's config
+    (plugins' too), made when the command line is read: cli.py names no strategy."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from compresskit.strategy_options import strategy_options
+
+        own = super().get_params(ctx)
+        taken = {name for p in own for name in p.opts}
+        return own[:-1] + [o for o in strategy_options() if o.opts[0] not in taken] + own[-1:]
+
+
+@cli.command(cls=_PruneCommand)
 @click.option(
     "--strategy",
     help="Strategy name (see `compresskit strategies`); with --task, "
@@ -263,31 +276,26 @@ _SCRATCH_KEYS = ("config", "tokenizer")
     "--resume", is_flag=True, default=None, help="Continue the unfinished run left in OUTPUT.run/."
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bars [on].")
-# The earlybird search.
 @click.option(
-    "--eps", type=float, help="Ticket when every mask distance in the window < eps [0.1]."
+    "--set",
+    "set_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A strategy option (repeatable), the value read as in a recipe: --set eps=0.05.",
 )
-@click.option("--window", type=int, help="Masks compared for the ticket [5].")
-@click.option("--mask-interval", type=int, help="Optimizer steps between masks [10].")
-@click.option("--max-search-steps", type=int, help="End the search here without a ticket.")
-@click.option(
-    "--rewind/--no-rewind",
-    default=None,
-    help="Train the slim model from the weights at the start of the search [rewind].",
-)
-@click.option("--coef-lr", type=float, help="Learning rate of the coefficients [--lr].")
-@click.option("--lambda-heads", type=float, help="L1 weight on head coefficients [1e-4].")
-@click.option("--lambda-ffn", type=float, help="L1 weight on FFN coefficients [1e-4].")
-def prune(recipe: Path | None, **flags: Any) -> None:
+def prune(recipe: Path | None, set_options: tuple[str, ...], **flags: Any) -> None:
     """Prune a model and save it with a per-layer table.
 
     Without --task: a one-shot strategy scores the model once. With --task and --data: the
-    model is fine-tuned; one-shot strategies prune at step 0, earlybird searches while
-    training, and `--strategy none` trains the dense model; then the slim model trains,
-    is evaluated on dev and saved with report.json and a figure. `--task mlm` pre-trains on
-    raw text instead (from --model, or from scratch with --config and --tokenizer).
+    model is fine-tuned; one-shot strategies prune at step 0, training-time ones (earlybird,
+    movement, plugins) decide while training, and `--strategy none` trains the dense model;
+    then the slim model trains, is evaluated on dev and saved with report.json and a figure.
+    `--task mlm` pre-trains on raw text instead (from --model, or from scratch with --config
+    and --tokenizer). Each strategy option has a flag below; `--set KEY=VALUE` sets any.
     """
-    settings = read_recipe(recipe, click.get_current_context().command.params) if recipe else {}
+    params = click.get_current_context().command.get_params(click.get_current_context())
+    settings = read_recipe(recipe, params) if recipe else {}
+    settings.update(_set_options(set_options, params))
     settings.update({k: v for k, v in flags.items() if v is not None})
     required = ("strategy", "output") if "config" in settings else ("strategy", "model", "output")
     for name in required:
@@ -356,7 +364,7 @@ def _prune_training(
     except KeyboardInterrupt:
         raise Interrupted(_interrupted(train_job.run_dir)) from None
     if report.process_index:  # under torchrun: the main process (0) reports
-        ticket = "" if report.search is None else f", ticket at step {report.search.ticket_step}"
+        ticket = "" if report.search is None else f", decided at step {report.search.decided_at}"
         click.echo(
             f"process {report.process_index} of {report.processes}: done, with the same plan "
             f"as process 0{ticket}; process 0 wrote {job['output']}"
@@ -373,6 +381,24 @@ RECIPE_MAX_BYTES = 64 * 1024
 # Options a recipe may not set: they let files run code, so only the command line turns them on,
 # as in the Hugging Face tools.
 _COMMAND_LINE_ONLY = ("trust_remote_code",)
+
+
+def _set_options(items: tuple[str, ...], params: list[click.Parameter]) -> dict[str, Any]:
+    """`--set KEY=VALUE` options, each value read and checked as a recipe line would be."""
+    from compresskit.errors import ConfigError
+
+    settings: dict[str, Any] = {}
+    by_name = {p.name: p for p in params if p.name}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: write it as KEY=VALUE, e.g. --set eps=0.05")
+        name = key.strip().replace("-", "_")
+        value = yaml.load(text, Loader=_RecipeLoader) if text.strip() else None
+        if value is None:
+            raise ConfigError(f"--set {item!r} has no value")
+        settings[name] = _recipe_value(f"--set {item}", name, value, by_name.get(name))
+    return settings
 
 
 def _interrupted(run_dir: Path) -> str:
@@ -406,7 +432,7 @@ def read_recipe(path: Path, options: list[click.Parameter] | None = None) -> dic
             )
         if value is None:
             raise ConfigError(f"recipe {path}: {name} has no value: give one or remove the line")
-        settings[name] = _recipe_value(path, name, value, by_name.get(name))
+        settings[name] = _recipe_value(f"recipe {path}", name, value, by_name.get(name))
     return settings
 
 
@@ -433,7 +459,7 @@ def _parse_recipe(path: Path) -> dict[Any, Any]:
     return data
 
 
-def _recipe_value(path: Path, name: str, value: Any, option: click.Parameter | None) -> Any:
+def _recipe_value(where: str, name: str, value: Any, option: click.Parameter | None) -> Any:
     """`value` checked as the flag `option` would check it, or as it is for a strategy
     option (no flag)."""
     from compresskit.errors import ConfigError
@@ -444,14 +470,14 @@ def _recipe_value(path: Path, name: str, value: Any, option: click.Parameter | N
     if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
         names = _TYPE_WORDS[wanted[-1]]  # (int, float) is "a number"
         raise ConfigError(
-            f"recipe {path}: {name} must be {names}, got {value!r} ({_TYPE_WORDS[type(value)]})"
+            f"{where}: {name} must be {names}, got {value!r} ({_TYPE_WORDS[type(value)]})"
             if type(value) in _TYPE_WORDS
-            else f"recipe {path}: {name} must be {names}, got {value!r}"
+            else f"{where}: {name} must be {names}, got {value!r}"
         )
     try:
         return option.type_cast_value(click.Context(prune), value)
     except click.BadParameter as err:
-        raise ConfigError(f"recipe {path}: {name}: {err.format_message()}") from None
+        raise ConfigError(f"{where}: {name}: {err.format_message()}") from None
 
 
 _TYPE_WORDS = {
@@ -567,11 +593,18 @@ _add_lazy_commands()
 
 
 def main() -> None:
+    # SIGTERM (kill, a scheduler's stop) ends the command as an exception does, so that the
+    # output's lock and an unfinished run's files are left as a failure leaves them.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli(prog_name="compresskit")
     except KeyboardInterrupt:  # before a command started (while importing)
         click.echo("Error: interrupted: nothing was written", err=True)
         sys.exit(130)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ _BUILTIN_MODULES = (
     "compresskit.strategies.random",
     "compresskit.strategies.taylor",
     "compresskit.strategies.earlybird",
+    "compresskit.strategies.movement",
 )
 
 _registry: dict[str, type[Strategy]] = {}
@@ -124,6 +125,13 @@ def strategy_names() -> list[str]:
     _discover()
     _warn_failed()
     return sorted(_registry)
+
+
+def registered_strategies() -> dict[str, type[Strategy]]:
+    """Name -> class of every strategy that loaded, without warning about those that did
+    not (for building the command line; `compresskit strategies` and asking by name say)."""
+    _discover()
+    return dict(sorted(_registry.items()))
 
 
 def get_strategy_class(name: str) -> type[Strategy]:

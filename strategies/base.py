@@ -8,13 +8,17 @@ A strategy is a class with a frozen, validated config dataclass:
         '''One line shown by `compresskit strategies`.'''
         Config = MineConfig            # a StrategyConfig subclass
         def scores(self, model, batches=None) -> Scores: ...
+
+A training-time strategy (`TrainingTimeStrategy`) decides while the model trains: the
+training pipeline and the one Trainer callback (`compresskit.train.StrategyCallback`) talk to
+it through the methods below only, so a plugin can be one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
@@ -27,6 +31,12 @@ from compresskit.plan import PruningPlan, plan_from_scores
 Scope = Literal["layer", "global"]
 
 
+def option_help(text: str) -> dict[str, str]:
+    """Field metadata with the help of the field's command-line option:
+    `eps: float = field(default=0.1, metadata=option_help("..."))`."""
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class StrategyConfig:
     """Settings every strategy shares. Ratios are the fraction of heads / FFN neurons to
@@ -34,9 +44,13 @@ class StrategyConfig:
 
     heads_ratio: float = 0.0
     ffn_ratio: float = 0.0
-    heads_scope: Scope = "layer"
-    ffn_scope: Scope = "global"
-    round_to: int = 1
+    heads_scope: Scope = field(
+        default="layer", metadata=option_help("Rank heads within each layer, or globally.")
+    )
+    ffn_scope: Scope = field(
+        default="global", metadata=option_help("Rank FFN neurons within each layer, or globally.")
+    )
+    round_to: int = field(default=1, metadata=option_help("Keep FFN widths multiples of this."))
     seed: int = 0
 
     version: ClassVar[int] = 1
@@ -146,3 +160,140 @@ class Strategy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+class TrainingTimeStrategy(Strategy):
+    """A strategy that decides while the model trains. The contract, in the order a training
+    loop uses it:
+
+    1. `attach(model, as_submodule=...)` adds what the strategy needs (coefficients, score
+       buffers, hooks); `detach()` removes it and leaves the model as before (bar what
+       training changed). With `as_submodule=True` the added parameters become a submodule of
+       the model (for DDP, which then averages their gradients; attach before wrapping).
+       `begin(total_steps)` gives the step budget when training begins (for schedules).
+    2. `parameters()` are the parameters it adds (none by default) and `param_group()` their
+       optimizer group: no weight decay, the strategy's own learning rate if it has one.
+    3. `extra_gradient(parameter)`: what the strategy adds to the gradient of one of its own
+       parameters in each optimizer step (a regulariser's gradient: L1 gives λ·sign(c)).
+       `gradient_hooks(scale)` adds it *inside backward*, so gradient clipping covers it like
+       any other gradient; `scale` is 1 / the gradient accumulation steps.
+       `regularizer()` is the same penalty as a loss term, for loops that add it to the loss.
+    4. `before_optimizer_step()` runs after clipping, before the optimizer step (gradients are
+       there to read); `on_step(step)` runs after optimizer step `step` and returns True once
+       the decision is made (a ticket, the end of a schedule, a cap). `end(step)`: training
+       stopped first; decide with what there is.
+    5. `finish(model)` returns the PruningPlan, in the dense model's indices; after
+       `detach()`, `prepare_slim(model)` sets the weights the slim model starts from (e.g.
+       rewinding), by default the trained ones.
+    6. `state_dict()` / `load_state_dict(state)`: JSON-ready state for checkpoints, so that a
+       resumed search decides the same; the added parameters' values travel with the model's
+       weights (as a submodule) and their moments with the optimizer.
+    7. `record()`: how the decision went, for the report and the figure (`SearchRecord`).
+    """
+
+    kind: ClassVar[str] = "training-time"
+
+    # --- 1. attach ------------------------------------------------------------------------------
+    def attach(self, model: nn.Module, *, as_submodule: bool = False) -> Any:
+        """Start a new search on `model`; returns what was added (strategy-specific)."""
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def attached(self) -> bool:
+        raise NotImplementedError
+
+    def begin(self, total_steps: int) -> None:
+        """Training begins with a budget of `total_steps` optimizer steps (for schedules)."""
+
+    # --- 2. parameters ------------------------------------------------------------------------
+    def parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def param_group(self) -> dict[str, Any] | None:
+        """The added parameters as an optimizer group (no weight decay); None without any."""
+        params = self.parameters()
+        return {"params": params, "weight_decay": 0.0} if params else None
+
+    # --- 3. gradients before clipping ---------------------------------------------------------
+    def extra_gradient(self, parameter: nn.Parameter) -> torch.Tensor | None:
+        return None
+
+    def regularizer(self) -> torch.Tensor | None:
+        return None
+
+    def gradient_hooks(self, scale: float = 1.0) -> list[Any]:
+        """Hook `extra_gradient` into backward for each added parameter; returns the handles.
+        Tensor hooks change a gradient before it is accumulated (and before DDP averages it),
+        so the training loop's clipping sees it."""
+
+        def hook_for(parameter: nn.Parameter) -> Any:
+            def add(grad: torch.Tensor) -> torch.Tensor:
+                extra = None if self.decided else self.extra_gradient(parameter)
+                return grad if extra is None else grad + scale * extra
+
+            return add
+
+        return [p.register_hook(hook_for(p)) for p in self.parameters()]
+
+    # --- 4. steps -----------------------------------------------------------------------------
+    def before_optimizer_step(self) -> None:
+        """After clipping, before the optimizer step."""
+
+    def on_step(self, step: int) -> bool:
+        raise NotImplementedError
+
+    @property
+    def decided(self) -> bool:
+        raise NotImplementedError
+
+    def end(self, step: int) -> None:
+        raise NotImplementedError
+
+    # --- 5. the decision ----------------------------------------------------------------------
+    def finish(self, model: nn.Module) -> PruningPlan:
+        return self.plan(model)
+
+    def prepare_slim(self, model: nn.Module) -> None:
+        """Set the weights the slim model starts from (after `detach`); by default leave the
+        trained weights."""
+
+    # --- 6. resume, 7. report ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def record(self) -> SearchRecord:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """How a training-time strategy decided, for report.json and the figure.
+
+    `state` is the strategy's word for how it ended ("drawn", "capped", "scheduled", ...);
+    `decided_at` the optimizer step of the decision; `history` one JSON-ready dict per step the
+    strategy looked (`step` and the values of `series`); `plot` says how to draw it: `title`,
+    `ylabel`, `series` (keys of the history entries), optional `threshold` and its `label`.
+    `settings` holds the strategy's own numbers worth reporting. The pipeline adds `steps`
+    (trained in the search) and `resumed_from_step`.
+    """
+
+    state: str
+    decided_at: int | None
+    history: list[dict[str, Any]]
+    plot: dict[str, Any]
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps: int = 0
+    resumed_from_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchRecord:
+        return cls(**data)

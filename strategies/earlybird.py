@@ -47,11 +47,12 @@ Design choices:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
@@ -63,7 +64,14 @@ from compresskit.arch import get_adapter
 from compresskit.errors import CompressKitError, ConfigError
 from compresskit.plan import PruningPlan, keep_by_score
 from compresskit.registry import register_strategy
-from compresskit.strategies.base import Scope, Scores, Strategy, StrategyConfig
+from compresskit.strategies.base import (
+    Scope,
+    Scores,
+    SearchRecord,
+    StrategyConfig,
+    TrainingTimeStrategy,
+    option_help,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +99,34 @@ class EarlyBirdConfig(StrategyConfig):
     ffn_ratio: float = 0.4
     heads_scope: Scope = "layer"
     ffn_scope: Scope = "global"
-    lambda_heads: float = 1e-4
-    lambda_ffn: float = 1e-4
-    eps: float = 0.1
-    window: int = 5
-    mask_interval: int = 10
-    max_search_steps: int | None = None
-    rewind: bool = True
-    coef_lr: float | None = None
-    track: Track = "separate"
+    lambda_heads: float = field(
+        default=1e-4, metadata=option_help("L1 weight on the head coefficients.")
+    )
+    lambda_ffn: float = field(
+        default=1e-4, metadata=option_help("L1 weight on the FFN coefficients.")
+    )
+    eps: float = field(
+        default=0.1,
+        metadata=option_help("Ticket when every mask distance in the window is below eps."),
+    )
+    window: int = field(default=5, metadata=option_help("Masks compared for the ticket."))
+    mask_interval: int = field(default=10, metadata=option_help("Optimizer steps between masks."))
+    max_search_steps: int | None = field(
+        default=None, metadata=option_help("End the search here without a ticket.")
+    )
+    rewind: bool = field(
+        default=True,
+        metadata=option_help("Train the slim model from the weights at the start of the search."),
+    )
+    coef_lr: float | None = field(
+        default=None, metadata=option_help("Learning rate of the coefficients (None: --lr).")
+    )
+    track: Track = field(
+        default="separate",
+        metadata=option_help(
+            "Ticket test on heads and FFN separately, or on one concatenated mask."
+        ),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -294,6 +321,11 @@ class SlimmingCoefficients(nn.Module):
                     c.grad = subgradient
                 else:
                     c.grad.add_(subgradient)
+
+    def l1_subgradient(self, coefficient: nn.Parameter) -> torch.Tensor:
+        """λ·sign(c) for one of these coefficients (λ of its kind)."""
+        lam = self.lambda_heads if any(coefficient is c for c in self.heads) else self.lambda_ffn
+        return lam * torch.sign(coefficient.detach())
 
     def param_group(self, lr: float | None = None) -> dict[str, Any]:
         """An optimizer parameter group of the coefficients, without weight decay."""
@@ -555,16 +587,16 @@ class TicketDetector:
 
 # --- the strategy ----------------------------------------------------------------------------
 @register_strategy("earlybird")
-class EarlyBirdStrategy(Strategy):
+class EarlyBirdStrategy(TrainingTimeStrategy):
     """EarlyBERT: learn per-head and per-neuron slimming coefficients while training, and
     prune at the early-bird ticket, when their mask stops changing.
 
     Two phases: `attach(model)` → train with `regularizer()` and call `on_step(step)` after
     every optimizer step → once it returns True: `plan(model)`, `detach()`, `rewind(model)`,
-    `compresskit.prune`. See the module docstring for a full loop.
+    `compresskit.prune`. See the module docstring for a full loop; `StrategyCallback` runs it
+    in a Trainer through the TrainingTimeStrategy contract.
     """
 
-    kind: ClassVar[str] = "training-time"
     Config: ClassVar[type[StrategyConfig]] = EarlyBirdConfig
     config: EarlyBirdConfig
     # The paper pre-trains with 4 of 12 heads per layer (the default) and 30% of FFN neurons
@@ -606,9 +638,21 @@ class EarlyBirdStrategy(Strategy):
         self._ticket_scores = None
         return self.coefficients
 
+    @property
+    def attached(self) -> bool:
+        return self.coefficients is not None and self.coefficients.attached
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The coefficients while attached."""
+        return list(self.coefficients.parameters()) if self.attached else []  # type: ignore[union-attr]
+
     def regularizer(self) -> torch.Tensor:
         """The L1 penalty on the coefficients, to add to the task loss."""
         return self._require_coefficients().l1_penalty()
+
+    def extra_gradient(self, parameter: nn.Parameter) -> torch.Tensor:
+        """L1's sub-gradient λ·sign(c), added inside backward (see TrainingTimeStrategy)."""
+        return self._require_coefficients().l1_subgradient(parameter)
 
     def param_group(self) -> dict[str, Any]:
         """The coefficients as an optimizer group: no weight decay, lr = `coef_lr` if set."""
@@ -630,6 +674,13 @@ class EarlyBirdStrategy(Strategy):
         record = self.detector.history[-1]
         logger.debug("step %d: mask distance %s", step, record.max_distance)
         return self.detector.done
+
+    @property
+    def decided(self) -> bool:
+        return self.detector.done
+
+    def end(self, step: int) -> None:
+        self.end_search(step)
 
     def end_search(self, step: int) -> None:
         """End the search at `step` (training ran out): the ticket if the mask drawn now
@@ -685,6 +736,9 @@ class EarlyBirdStrategy(Strategy):
         scores = self._ticket_scores if self._ticket_scores is not None else self.scores(model)
         return self.plan_from_scores(model, scores)
 
+    def finish(self, model: nn.Module) -> PruningPlan:
+        return self.plan(model)
+
     # --- phase 2: detach and rewind ----------------------------------------------------------
     def detach(self) -> None:
         """Remove the coefficients' hooks; the model is exactly as before `attach`."""
@@ -700,8 +754,31 @@ class EarlyBirdStrategy(Strategy):
             raise ConfigError("detach() the coefficients before rewinding")
         model.load_state_dict(self._initial_weights)
 
+    def prepare_slim(self, model: nn.Module) -> None:
+        """Rewind (EarlyBERT) when `rewind`, else keep the searched weights."""
+        if self.config.rewind:
+            self.rewind(model)
+
+    def record(self) -> SearchRecord:
+        c = self.config
+        return SearchRecord(
+            state=self.state,
+            decided_at=self.ticket_step,
+            # JSON-plain (lists, not tuples), as report.json and a resumed run hold it.
+            history=json.loads(json.dumps(self.detector.to_dict()["history"])),
+            plot={
+                "title": "early-bird search",
+                "ylabel": f"max mask distance in window of {c.window}",
+                "series": ["heads", "ffn"],
+                "threshold": c.eps,
+                "label": f"eps {c.eps}",
+                "decision": "ticket" if self.state == "drawn" else "capped (no ticket)",
+            },
+            settings={"eps": c.eps, "window": c.window, "mask_interval": c.mask_interval},
+        )
+
     # --- resuming ----------------------------------------------------------------------------
-    def search_state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """The detector and the ticket's scores, as JSON-ready data. The coefficients'
         values are in `coefficients.state_dict()`; the weights to rewind to are not kept."""
         ticket = self._ticket_scores
@@ -715,7 +792,7 @@ class EarlyBirdStrategy(Strategy):
             },
         }
 
-    def load_search_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.detector = TicketDetector.from_dict(state["detector"])
         ticket = state["ticket_scores"]
         self._ticket_scores = (

@@ -28,6 +28,7 @@ from torch import nn
 from compresskit.arch import ArchAdapter, get_adapter
 from compresskit.registry import register_strategy
 from compresskit.strategies.base import Scores, Strategy
+from compresskit.strategies.units import head_sums, neuron_sums
 
 
 @register_strategy("magnitude")
@@ -54,40 +55,13 @@ class MagnitudeStrategy(Strategy):
 
 def head_norms(adapter: ArchAdapter, layer: nn.Module) -> torch.Tensor:
     """The L2 norm of each head's parameters in `layer`, shape (heads,)."""
-    parts = adapter.attention_parts(layer)
-    heads, head_dim = adapter.num_heads(layer), adapter.head_dim(layer)
-    qkv_squares = (
-        _row_squares(parts.query, heads)
-        + _row_squares(parts.key, heads)
-        + _row_squares(parts.value, heads)
-    )
-    # Wo: (hidden, heads * head_dim); head h owns input columns h*d .. h*d+d-1.
-    out_weight = parts.output.weight.detach().float()
-    out_squares = (
-        out_weight.reshape(parts.output.out_features, heads, head_dim).square().sum(dim=(0, 2))
-    )
-    return (qkv_squares + out_squares).sqrt()
+    return head_sums(adapter, layer, _squares).sqrt()
 
 
 def neuron_norms(adapter: ArchAdapter, layer: nn.Module) -> torch.Tensor:
     """The L2 norm of each FFN neuron's parameters in `layer`, shape (width,)."""
-    ffn = adapter.ffn_parts(layer)
-    width = adapter.ffn_width(layer)
-    # W_down: (hidden, width); neuron i owns column i.
-    down_squares = ffn.down.weight.detach().float().square().sum(dim=0)
-    return (_row_squares(ffn.up, width) + down_squares).sqrt()
+    return neuron_sums(adapter, layer, _squares).sqrt()
 
 
-def _row_squares(linear: nn.Linear, groups: int) -> torch.Tensor:
-    """Sum of squares of the weight rows and bias entries of `linear`, split into `groups`
-    consecutive equal blocks of rows; shape (groups,)."""
-    # Explicit sizes (not -1): a pruned layer may have zero rows, and reshape cannot infer
-    # a dimension of an empty tensor.
-    rows_per_group = linear.out_features // groups if groups else 0
-    weight = linear.weight.detach().float()
-    squares = weight.reshape(groups, rows_per_group * linear.in_features).square().sum(dim=1)
-    if linear.bias is not None:
-        squares = squares + linear.bias.detach().float().reshape(
-            groups, rows_per_group
-        ).square().sum(dim=1)
-    return squares
+def _squares(parameter: torch.Tensor) -> torch.Tensor:
+    return parameter.detach().float().square()

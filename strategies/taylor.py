@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from torch import nn
 from compresskit.arch import ArchAdapter, get_adapter
 from compresskit.errors import CompressKitError, ConfigError
 from compresskit.registry import register_strategy
-from compresskit.strategies.base import Scores, Strategy, StrategyConfig
+from compresskit.strategies.base import Scores, Strategy, StrategyConfig, option_help
 
 Batch = dict[str, torch.Tensor]
 
@@ -34,7 +34,7 @@ Batch = dict[str, torch.Tensor]
 class TaylorConfig(StrategyConfig):
     """Shared settings plus how many batches to accumulate gradients over."""
 
-    max_batches: int = 8
+    max_batches: int = field(default=8, metadata=option_help("Labelled batches to score with."))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -83,7 +83,7 @@ def test_the_same_seed_gives_the_same_plan_ticket_and_metrics_after_training(twi
     assert layers[0] == layers[1]
     if get_strategy_class(name).kind != "one-shot":  # it searched: the same way both times
         assert first.search is not None and second.search is not None
-        assert first.search.ticket_step is not None
-        assert first.search.ticket_step == second.search.ticket_step
+        assert first.search.decided_at is not None
+        assert first.search.decided_at == second.search.decided_at
         assert first.search.history == second.search.history
     assert first.metrics == second.metrics  # exactly: CPU training is deterministic

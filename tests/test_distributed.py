@@ -84,14 +84,14 @@ def test_two_processes_draw_one_ticket_and_write_one_output(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((output / "report.json").read_text())
-    ticket = report["search"]["ticket_step"]
+    ticket = report["search"]["decided_at"]
     assert report["processes"] == 2 and report["global_batch_size"] == 16
     # 128 examples / (2 processes x 8) = 8 steps an epoch: the ranks shared the data.
     assert report["steps"]["train"] == 16
     main, other = rank_output(tmp_path / "logs", 0), rank_output(tmp_path / "logs", 1)
     assert f"search: drawn at step {ticket}" in main
     assert (
-        f"process 1 of 2: done, with the same plan as process 0, ticket at step {ticket}" in other
+        f"process 1 of 2: done, with the same plan as process 0, decided at step {ticket}" in other
     )
     # One output, nothing left beside it (no second writer, no run folder).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "logs", "model", "out"]
@@ -247,10 +247,10 @@ def test_masked_lm_pretraining_on_two_machines(tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["processes"] == 2 and report["global_batch_size"] == 16
-    ticket = report["search"]["ticket_step"]
+    ticket = report["search"]["decided_at"]
     assert report["search"]["state"] == "drawn"
     assert f"search: drawn at step {ticket}" in rank_output(tmp_path / "node0", 0)
-    assert f"process 1 of 2: done, with the same plan as process 0, ticket at step {ticket}" in (
+    assert f"process 1 of 2: done, with the same plan as process 0, decided at step {ticket}" in (
         rank_output(tmp_path / "node1", 0)
     )
     assert type(compresskit.load(tmp_path / "out")).__name__ == "BertForMaskedLM"
@@ -305,9 +305,9 @@ def test_earlybird_under_accelerate_launch_on_cpus(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["processes"] == 2 and report["global_batch_size"] == 16
-    ticket = report["search"]["ticket_step"]
+    ticket = report["search"]["decided_at"]
     assert (
-        f"process 1 of 2: done, with the same plan as process 0, ticket at step {ticket}"
+        f"process 1 of 2: done, with the same plan as process 0, decided at step {ticket}"
         in result.stdout
     )
     compresskit.load(tmp_path / "out")

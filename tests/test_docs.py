@@ -29,3 +29,13 @@ def test_own_trainer_example_runs(tmp_path, monkeypatch, minilm_path):
     exec(compile(code.replace("../shared", str(SHARED)), "fine-tuning.md", "exec"), namespace)
     assert namespace["strategy"].search_done and namespace["strategy"].ticket_step <= 10
     assert (tmp_path / "out" / "sst2-slim" / "compresskit.json").is_file()
+
+
+def test_training_time_plugin_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = [b for b in python_blocks("strategies.md") if "TrainingTimeStrategy" in b]
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], "strategies.md", "exec"), namespace)
+    assert namespace["strategy"].decided_at == 3
+    assert namespace["plan"].heads_per_layer == [2, 2]

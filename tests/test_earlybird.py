@@ -547,11 +547,11 @@ def test_on_an_already_pruned_model_the_plan_uses_original_indices():
     assert_pruned_equals_masked(model, plan, batch(model))
 
 
-def test_search_state_resumes_through_json():
+def test_the_search_state_resumes_through_json():
     strategy, model = run_search()
-    state = json.loads(json.dumps(strategy.search_state()))
+    state = json.loads(json.dumps(strategy.state_dict()))
     resumed = EarlyBirdStrategy(strategy.config)
-    resumed.load_search_state(state)
+    resumed.load_state_dict(state)
     assert resumed.ticket_drawn and resumed.ticket_step == strategy.ticket_step
     assert resumed.plan(model) == strategy.plan(model)
 

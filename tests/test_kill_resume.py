@@ -73,14 +73,14 @@ def uninterrupted(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFa
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     expected = outcome(output)
     assert expected["search"]["state"] == "drawn"
-    assert expected["search"]["ticket_step"] > int(SEARCH_KILL_AFTER.split("-")[1])
+    assert expected["search"]["decided_at"] > int(SEARCH_KILL_AFTER.split("-")[1])
     return expected
 
 
 # Where to kill: a complete checkpoint of the search (well before the ticket), or of the slim
 # training (after the plan was chosen); the file named is the last one written into it.
 KILL_POINTS = {
-    "mid-search": ("search", SEARCH_KILL_AFTER, "earlybird_search.json"),
+    "mid-search": ("search", SEARCH_KILL_AFTER, "search_state.json"),
     "mid-slim-training": ("train", "checkpoint-20", "trainer_state.json"),
 }
 
@@ -112,7 +112,7 @@ def test_a_killed_run_resumes_to_the_same_ticket_plan_and_metrics(
     resumed_from = got["search"].pop("resumed_from_step")
     assert expected["search"].pop("resumed_from_step") is None
     if stage == "search":  # continued from a checkpoint of the search, not started again
-        assert 6 <= resumed_from < expected["search"]["ticket_step"]
+        assert 6 <= resumed_from < expected["search"]["decided_at"]
     else:  # the plan was kept: no second search
         assert resumed_from is None
     assert got == expected

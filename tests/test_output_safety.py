@@ -227,7 +227,8 @@ def test_every_failure_is_one_line_with_its_exit_status(proj, monkeypatch, error
     assert sorted(p.name for p in proj.parent.iterdir()) == ["proj"]
 
 
-def test_ctrl_c_in_a_training_run_says_how_to_resume(proj):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_training_run_keeps_what_resumes_and_no_lock(proj, stop):
     out = proj.parent / "out"
     run = subprocess.Popen(
         [sys.executable, "-m", "compresskit", *map(str, train(proj, out, "--save-every", "1"))],
@@ -239,8 +240,12 @@ def test_ctrl_c_in_a_training_run_says_how_to_resume(proj):
     deadline = time.monotonic() + 120
     while not checkpoint.is_file() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(stop)
     _, stderr = run.communicate(timeout=60)
+    assert sorted(p.name for p in proj.parent.iterdir()) == ["out.run", "proj"]  # no lock left
+    if stop == signal.SIGTERM:
+        assert run.returncode == 128 + signal.SIGTERM, stderr
+        return
     assert run.returncode == 130, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines[-1] == (

@@ -1,4 +1,4 @@
-"""The early-bird search inside a user's own `transformers.Trainer` (EarlyBirdCallback), and how
+"""The early-bird search inside a user's own `transformers.Trainer` (StrategyCallback), and how
 a search that runs out of steps ends (`TicketDetector.close`, `EarlyBirdStrategy.end_search`)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import compresskit
 from compresskit.errors import ConfigError
-from compresskit.train.callback import EarlyBirdCallback
+from compresskit.train.callback import StrategyCallback
 
 # isort: split
 # (ruff files compresskit.strategies, which installs from strategies/, under third-party)
@@ -187,7 +187,7 @@ def make_trainer(
     **arguments: Any,
 ) -> Trainer:
     """A user's plain Trainer (8 steps at lr 1e-3 unless `arguments` say otherwise) running the
-    search; `spies` run after the EarlyBirdCallback."""
+    search; `spies` run after the StrategyCallback."""
     args = TrainingArguments(
         output_dir=str(tmp_path),
         report_to="none",
@@ -202,7 +202,7 @@ def make_trainer(
         model=model if model is not None else classifier(),
         args=args,
         train_dataset=RandomTokens(),
-        callbacks=[EarlyBirdCallback(strategy, stop_training=stop_training), *spies],
+        callbacks=[StrategyCallback(strategy, stop_training=stop_training), *spies],
         optimizers=optimizers,
     )
 
@@ -215,8 +215,8 @@ def coefficient_group(optimizer: Any, strategy: EarlyBirdStrategy) -> dict[str, 
 
 
 def test_the_callback_refuses_a_strategy_that_is_not_earlybird():
-    with pytest.raises(ConfigError, match="EarlyBirdStrategy"):
-        EarlyBirdCallback(compresskit.get_strategy("magnitude"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="needs a training-time strategy"):
+        StrategyCallback(compresskit.get_strategy("magnitude"))  # type: ignore[arg-type]
 
 
 def test_the_coefficients_are_attached_when_training_begins(tmp_path):
@@ -265,29 +265,63 @@ def test_the_coefficients_lr_follows_the_trainers_schedule(tmp_path):
     assert len(trainer.lr_scheduler.base_lrs) == len(trainer.optimizer.param_groups)
 
 
-def test_the_l1_subgradient_is_added_while_searching_and_not_after(tmp_path):
-    # Window 2, one mask per step, frozen coefficients: the ticket is drawn at step 2.
-    strategy = EarlyBirdStrategy(
-        mask_interval=1, window=2, coef_lr=FROZEN, lambda_heads=0.5, lambda_ffn=0.25
+def coefficient_grads(strategy: EarlyBirdStrategy) -> Spy:
+    """The coefficients' gradients each optimizer step uses (after clipping)."""
+    return Spy(
+        "on_pre_optimizer_step",
+        lambda state, **_: [c.grad.clone() for c in strategy.coefficients.parameters()],
     )
 
-    def grads(state: Any, **_: Any) -> list[torch.Tensor]:
-        return [c.grad.clone() for c in strategy.coefficients.parameters()]
 
-    before, after = Spy("on_pre_optimizer_step", grads), Spy("on_pre_optimizer_step", grads)
-    trainer = make_trainer(strategy, tmp_path, spies=[after], stop_training=False, max_steps=4)
-    trainer.callback_handler.callbacks.insert(0, before)  # before the EarlyBirdCallback
-    trainer.train()
-    assert strategy.ticket_step == 2
+def test_the_l1_subgradient_is_added_while_searching_and_not_after(tmp_path):
+    # Window 2, one mask per step, frozen coefficients: the ticket is drawn at step 2. The same
+    # run without L1 (same seed, data and model) gives the gradients without it.
+    runs = {}
+    for lambdas in ((0.5, 0.25), (0.0, 0.0)):
+        strategy = EarlyBirdStrategy(
+            mask_interval=1,
+            window=2,
+            coef_lr=FROZEN,
+            lambda_heads=lambdas[0],
+            lambda_ffn=lambdas[1],
+        )
+        seen = coefficient_grads(strategy)
+        trainer = make_trainer(
+            strategy, tmp_path, spies=[seen], stop_training=False, max_steps=4, max_grad_norm=0
+        )
+        trainer.train()
+        assert strategy.ticket_step == 2
+        runs[lambdas] = (strategy, seen.seen)
+    strategy, with_l1 = runs[(0.5, 0.25)]
+    _, without = runs[(0.0, 0.0)]
     coefficients = list(strategy.coefficients.parameters())  # heads of each layer, then FFN
     lambdas = [0.5] * LAYERS + [0.25] * LAYERS
-    for step, (b, a) in enumerate(zip(before.seen, after.seen, strict=True), start=1):
-        added = [x - y for x, y in zip(a, b, strict=True)]
+    for step, (w, wo) in enumerate(zip(with_l1, without, strict=True), start=1):
         expected = [
             lam * torch.sign(c) if step <= 2 else torch.zeros_like(c)
             for lam, c in zip(lambdas, coefficients, strict=True)
         ]
-        assert all(torch.allclose(x, e) for x, e in zip(added, expected, strict=True)), step
+        added = [x - y for x, y in zip(w, wo, strict=True)]
+        assert all(torch.allclose(x, e, atol=1e-6) for x, e in zip(added, expected, strict=True))
+
+
+def test_gradient_clipping_covers_the_l1_subgradient(tmp_path):
+    # EarlyBERT puts L1 in the loss, so it is clipped with every other gradient: the norm of
+    # all gradients an optimizer step uses, the coefficients' included, is at most the limit.
+    strategy = EarlyBirdStrategy(mask_interval=2, window=3, lambda_heads=10.0, lambda_ffn=10.0)
+    model = classifier()
+
+    def total_norm(state: Any, **_: Any) -> float:
+        return float(torch.norm(torch.stack([p.grad.norm() for p in model.parameters()])))
+
+    seen = Spy("on_pre_optimizer_step", total_norm)
+    trainer = make_trainer(
+        strategy, tmp_path, model=model, spies=[seen], max_steps=3, max_grad_norm=0.1
+    )
+    trainer.train()
+    assert seen.seen and all(n <= 0.1 + 1e-5 for n in seen.seen)
+    assert strategy.coefficients is not None
+    assert all(id(c) in {id(p) for p in model.parameters()} for c in strategy.parameters())
 
 
 def test_the_coefficients_gradients_do_not_carry_over_to_the_next_step(tmp_path):

@@ -79,8 +79,8 @@ def test_the_slim_model_trains_for_the_rest_of_the_step_budget(
     pretrained: list[TrainReport],
 ) -> None:
     report = pretrained[0]
-    assert report.search is not None and report.search.ticket_step is not None
-    assert report.search.ticket_step < BUDGET
+    assert report.search is not None and report.search.decided_at is not None
+    assert report.search.decided_at < BUDGET
     assert report.steps == {"search": report.search.steps, "train": BUDGET - report.search.steps}
 
 

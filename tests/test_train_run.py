@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 import compresskit
 from compresskit.errors import ConfigError, OutputExistsError
 from compresskit.io import MANIFEST
+from compresskit.registry import get_strategy_class, strategy_names
 from compresskit.train import run as run_module
 from compresskit.train.data import load_task
 from compresskit.train.encode import collator, encode_split
@@ -72,7 +73,7 @@ def test_seeded_earlybird_draws_the_ticket_at_the_same_step_every_run(
     first, second = earlybird_runs
     assert first.search is not None and second.search is not None
     assert first.search.state == "drawn"
-    assert first.search.ticket_step == second.search.ticket_step
+    assert first.search.decided_at == second.search.decided_at
     assert first.search.history == second.search.history
     manifests = [json.loads((r.job.output / MANIFEST).read_text()) for r in earlybird_runs]
     assert manifests[0]["layers"] == manifests[1]["layers"]
@@ -83,8 +84,8 @@ def test_the_search_stops_at_the_ticket_and_the_slim_model_trains_the_full_sched
 ) -> None:
     report = earlybird_runs[0]
     assert report.search is not None
-    assert report.steps == {"search": report.search.ticket_step, "train": STEPS}
-    assert report.search.ticket_step is not None and report.search.ticket_step < STEPS
+    assert report.steps == {"search": report.search.decided_at, "train": STEPS}
+    assert report.search.decided_at is not None and report.search.decided_at < STEPS
 
 
 def test_pruned_shapes_match_the_ratios(earlybird_runs: list[TrainReport]) -> None:
@@ -114,8 +115,8 @@ def test_outputs_record_plan_strategy_ticket_timings_and_figure(
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["strategy"]["strategy"] == "earlybird"
     assert manifest["strategy"]["config"]["mask_interval"] == 1
-    assert manifest["search"]["ticket_step"] == earlybird_runs[0].search.ticket_step  # type: ignore[union-attr]
-    assert len(manifest["search"]["history"]) == manifest["search"]["ticket_step"]
+    assert manifest["search"]["decided_at"] == earlybird_runs[0].search.decided_at  # type: ignore[union-attr]
+    assert len(manifest["search"]["history"]) == manifest["search"]["decided_at"]
     assert manifest["task"] == {"name": "sst2", "labels": ["0", "1"]}
     report = json.loads((out / REPORT).read_text())
     assert set(report["seconds"]) == {
@@ -140,22 +141,29 @@ def test_no_rewind_trains_the_slim_model_from_the_searched_weights(
     assert report.steps["train"] == STEPS
 
 
-# --- baselines -------------------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", ["none", "random", "magnitude", "taylor"])
-def test_baselines_run_through_the_same_pipeline(
+# --- every strategy, and the dense reference ---------------------------------------------------
+@pytest.mark.parametrize("strategy", ["none", *strategy_names()])
+def test_every_strategy_runs_through_the_same_pipeline(
     strategy: str, tiny_task: tuple[Path, Path], tmp_path: Path
 ) -> None:
     options = {} if strategy == "none" else ONE_SHOT
     report = run_training(make_job(tiny_task, tmp_path / "out", strategy=strategy, options=options))
-    assert report.steps == {"train": STEPS}
-    assert report.search is None
     model = compresskit.load(tmp_path / "out")
     plan = compresskit.PruningPlan.of_model(model)
+    assert (tmp_path / "out" / FIGURE).is_file()
     if strategy == "none":
         assert plan.heads_per_layer == [4, 4] and report.after == report.dense
+        assert report.steps == {"train": STEPS} and report.search is None
+        return
+    assert plan.heads_per_layer == [3, 3] and sum(plan.ffn_per_layer) == 16
+    assert "prune" in report.seconds
+    if get_strategy_class(strategy).kind == "training-time":
+        assert report.search is not None and report.search.decided_at is not None
+        assert report.steps == {"search": report.search.steps, "train": STEPS}
+        assert report.to_dict()["search"]["history"]
     else:
-        assert plan.heads_per_layer == [3, 3] and sum(plan.ffn_per_layer) == 16
-        assert "score" in report.seconds and "prune" in report.seconds
+        assert report.steps == {"train": STEPS} and report.search is None
+        assert "score" in report.seconds
 
 
 def test_none_refuses_pruning_options(tiny_task: tuple[Path, Path], tmp_path: Path) -> None:

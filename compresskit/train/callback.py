@@ -1,26 +1,29 @@
-"""The early-bird search as a HF Trainer callback, usable in any Trainer:
+"""A training-time strategy inside any HF Trainer: one callback for every strategy of that
+kind (earlybird, movement, plugins), talking to the contract in `strategies/base.py` only.
 
     strategy = compresskit.get_strategy("earlybird", coef_lr=1e-2)
     trainer = Trainer(model=model, args=args, train_dataset=train,
-                      callbacks=[EarlyBirdCallback(strategy)])
-    trainer.train()                     # stops once the ticket is drawn
-    plan = strategy.plan(model)
-    strategy.detach(); strategy.rewind(model)
+                      callbacks=[StrategyCallback(strategy)])
+    trainer.train()                     # stops once the strategy has decided
+    plan = strategy.finish(model)
+    strategy.detach(); strategy.prepare_slim(model)
     slim = compresskit.prune(model, plan)   # then train `slim` with a new Trainer
 
-The callback attaches the coefficients when training begins (unless they are attached
-already), adds them to the Trainer's optimizer as their own group (no weight decay, the
-strategy's `coef_lr` or the Trainer's learning rate, following the Trainer's schedule), adds the
-L1 sub-gradient before each optimizer step, and feeds the ticket detector after each step.
+When training begins the callback attaches the strategy (unless it is attached already), puts
+the parameters it adds into the Trainer's optimizer as their own group (no weight decay, the
+strategy's learning rate or the Trainer's, following the Trainer's schedule), and hooks the
+strategy's extra gradients (a regulariser's) into backward, scaled for gradient accumulation,
+so that gradient clipping covers them. Before each optimizer step it calls
+`before_optimizer_step`, after each one `on_step`, and when a checkpoint is written it saves
+the strategy's state beside it.
 
 Under DDP (torchrun), attach before the Trainer wraps the model, as part of it, so that DDP
-averages the coefficients' gradients and every process draws the same masks:
+averages the added parameters' gradients and every process decides alike:
 `strategy.attach(model, as_submodule=True)`, then build the Trainer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -36,35 +39,36 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from compresskit._json import dumps
+from compresskit._json import dumps, read_json_object
 from compresskit.errors import ConfigError
-from compresskit.strategies.earlybird import EarlyBirdStrategy
+from compresskit.strategies.base import TrainingTimeStrategy
 
 logger = logging.getLogger(__name__)
 
-# Written into each Trainer checkpoint of a search: the detector (mask history, distances,
-# ticket) and the ticket's scores. The coefficients themselves are in the checkpoint's model
-# weights when attached as a submodule, and the optimizer state holds their moments.
-SEARCH_STATE = "earlybird_search.json"
+# Written into each Trainer checkpoint of a search, last: the strategy's state_dict(). The
+# parameters it added are in the checkpoint's model weights when attached as a submodule, and
+# the optimizer state holds their moments.
+SEARCH_STATE = "search_state.json"
 
 
-class EarlyBirdCallback(TrainerCallback):
-    """Runs an `EarlyBirdStrategy` search inside `Trainer.train()`.
+class StrategyCallback(TrainerCallback):
+    """Runs a `TrainingTimeStrategy` inside `Trainer.train()`.
 
     Args:
-        strategy: the search to run; read its `ticket_step`, `detector.history` and `plan()`
-            afterwards.
-        stop_training: end `train()` once the search is over (the ticket is drawn or the cap
-            is hit). With False, training goes on with the coefficients attached.
+        strategy: the strategy; read its `record()` and `finish(model)` afterwards.
+        stop_training: end `train()` once the strategy has decided. With False, training goes
+            on with the strategy attached.
     """
 
-    def __init__(self, strategy: EarlyBirdStrategy, *, stop_training: bool = True) -> None:
-        if not isinstance(strategy, EarlyBirdStrategy):
+    def __init__(self, strategy: TrainingTimeStrategy, *, stop_training: bool = True) -> None:
+        if not isinstance(strategy, TrainingTimeStrategy):
             raise ConfigError(
-                f"EarlyBirdCallback needs an EarlyBirdStrategy, got {type(strategy).__name__}"
+                f"StrategyCallback needs a training-time strategy, got {type(strategy).__name__} "
+                f"({getattr(strategy, 'kind', '?')}): one-shot strategies plan without training"
             )
         self.strategy = strategy
         self.stop_training = stop_training
+        self._hooks: list[Any] = []
 
     def on_train_begin(
         self,
@@ -76,40 +80,43 @@ class EarlyBirdCallback(TrainerCallback):
         lr_scheduler: Any = None,
         **kwargs: Any,
     ) -> None:
-        coefficients = self.strategy.coefficients
-        if coefficients is None or not coefficients.attached:
+        if not self.strategy.attached:
             if model is None:
-                raise ConfigError("EarlyBirdCallback got no model from the Trainer")
-            coefficients = self.strategy.attach(model)
-        if optimizer is not None and not _in_own_group(optimizer, coefficients.parameters()):
-            # Coefficients attached as a submodule (for DDP) are model parameters, so the
+                raise ConfigError("StrategyCallback got no model from the Trainer")
+            # As a submodule, so that the Trainer's gradient clipping covers what it adds.
+            self.strategy.attach(model, as_submodule=True)
+        params = self.strategy.parameters()
+        if optimizer is not None and params and not _in_own_group(optimizer, params):
+            # Parameters attached as a submodule (for DDP) are model parameters, so the
             # Trainer put them in its weight groups, with weight decay: take them out.
-            _remove_from_groups(optimizer, coefficients.parameters())
-            group = self.strategy.param_group()
-            group.setdefault("lr", args.learning_rate)
-            _add_scheduled_group(optimizer, lr_scheduler, group)
+            _remove_from_groups(optimizer, params)
+            _add_scheduled_group(optimizer, lr_scheduler, _group_with_lr(self.strategy, args))
+        self.strategy.begin(state.max_steps)
+        self._remove_hooks()
+        self._hooks = self.strategy.gradient_hooks(1 / max(args.gradient_accumulation_steps, 1))
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if args.should_save and self.strategy.coefficients is not None:
+        if args.should_save:
             folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            state_json = dumps(self.strategy.search_state()) + "\n"
+            state_json = dumps(self.strategy.state_dict()) + "\n"
             (folder / SEARCH_STATE).write_text(state_json, encoding="utf-8")
 
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if not self.strategy.search_done:
-            # After clipping (which covers the model's own parameters only), before the step.
-            self.strategy._require_coefficients().apply_l1_subgradient()
+        if not self.strategy.decided:
+            self.strategy.before_optimizer_step()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        # The Trainer zeroes the model's gradients only: the coefficients are not in the model.
-        self.strategy._require_coefficients().zero_grad(set_to_none=True)
-        if self.strategy.search_done:
+        # The Trainer zeroes the model's gradients only: parameters attached outside the model
+        # would keep theirs.
+        for parameter in self.strategy.parameters():
+            parameter.grad = None
+        if self.strategy.decided:
             return
         if self.strategy.on_step(state.global_step) and self.stop_training:
             control.should_training_stop = True
@@ -117,30 +124,43 @@ class EarlyBirdCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if not self.strategy.search_done:
-            # Training ran out before the masks settled: end with the mask of the last step.
-            self.strategy.end_search(state.global_step)
+        self._remove_hooks()
+        if not self.strategy.decided:
+            # Training ran out before the strategy decided: it decides with what there is.
+            self.strategy.end(state.global_step)
+
+    def _remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
 
 
-def add_coefficient_group(trainer: Trainer, strategy: EarlyBirdStrategy) -> None:
-    """Create `trainer`'s optimizer now, with `strategy`'s (attached) coefficients in a group of
+def _group_with_lr(strategy: TrainingTimeStrategy, args: TrainingArguments) -> dict[str, Any]:
+    group = strategy.param_group()
+    assert group is not None  # only asked for when the strategy added parameters
+    group.setdefault("lr", args.learning_rate)
+    return group
+
+
+def add_strategy_group(trainer: Trainer, strategy: TrainingTimeStrategy) -> None:
+    """Create `trainer`'s optimizer now, with the parameters `strategy` added in a group of
     their own, so that the Trainer's schedule covers them from the start and the optimizer
     state of a checkpoint loads back into the same groups on resume. Without this the callback
     adds the group when training begins, after a checkpoint's optimizer state was loaded."""
-    coefficients = strategy._require_coefficients().parameters()
+    params = strategy.parameters()
+    if not params:
+        return
     optimizer = trainer.create_optimizer()
-    _remove_from_groups(optimizer, coefficients)
-    group = strategy.param_group()
-    group.setdefault("lr", trainer.args.learning_rate)
-    optimizer.add_param_group(group)
+    _remove_from_groups(optimizer, params)
+    optimizer.add_param_group(_group_with_lr(strategy, trainer.args))
 
 
-def load_search_checkpoint(strategy: EarlyBirdStrategy, checkpoint: str | Path) -> None:
-    """Put back the detector and ticket state that `on_save` wrote into `checkpoint`."""
+def load_strategy_checkpoint(strategy: TrainingTimeStrategy, checkpoint: str | Path) -> None:
+    """Put back the state that `on_save` wrote into `checkpoint`."""
     path = Path(checkpoint) / SEARCH_STATE
     if not path.is_file():
         raise ConfigError(f"{path} is missing: {checkpoint} is not a checkpoint of a search")
-    strategy.load_search_state(json.loads(path.read_text(encoding="utf-8")))
+    strategy.load_state_dict(read_json_object(path, what="the search's state", error=ConfigError))
 
 
 def _in_own_group(optimizer: Any, params: Any) -> bool:
@@ -166,7 +186,7 @@ def _add_scheduled_group(optimizer: Any, lr_scheduler: Any, group: dict[str, Any
     scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps it
     if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
         raise ConfigError(
-            f"EarlyBirdCallback supports LambdaLR schedules (every transformers schedule but "
+            f"StrategyCallback supports LambdaLR schedules (every transformers schedule but "
             f"reduce_lr_on_plateau), got {type(scheduler).__name__}: add "
             "strategy.param_group() to your optimizer yourself"
         )

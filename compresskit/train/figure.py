@@ -1,6 +1,6 @@
-"""The run's figure: how the mask settled (distance against step, ticket marked) and what was
-kept per layer. Drawn with matplotlib's object API on the Agg canvas, so it needs no display
-and leaves pyplot's global state alone."""
+"""The run's figure: what a training-time strategy watched while it searched (earlybird: mask
+distance against step, the ticket marked) and what was kept per layer. Drawn with matplotlib's
+object API on the Agg canvas, so it needs no display and leaves pyplot's global state alone."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from compresskit.stats import ModelStats
 
 if TYPE_CHECKING:
-    from compresskit.train.run import SearchRecord
+    from compresskit.strategies.base import SearchRecord
 
 
 def write_figure(
@@ -25,29 +25,37 @@ def write_figure(
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, panels, squeeze=False)[0]
     if search is not None:
-        _plot_distances(axes[0], search)
+        _plot_search(axes[0], search)
     _plot_kept(axes[-1], after, dense)
     figure.savefig(path, dpi=120)
 
 
-def _plot_distances(ax: Any, search: SearchRecord) -> None:
-    """The largest distance from the newest mask to the older ones in the window, per kind."""
-    records = [r for r in search.history if r["max_distance"] is not None]
-    steps = [r["step"] for r in records]
-    for kind, style in (("heads", "-o"), ("ffn", "-s")):
-        ax.plot(steps, [max(r[kind]) for r in records], style, markersize=3, label=kind)
-    ax.axhline(search.eps, color="grey", linestyle="--", linewidth=1, label=f"eps {search.eps}")
-    if search.ticket_step is not None:
-        label = "ticket" if search.state == "drawn" else "capped (no ticket)"
+def _plot_search(ax: Any, search: SearchRecord) -> None:
+    """What the strategy watched while it searched (`search.plot` says which series and what
+    line to draw), and the step it decided at. A series value that is a list (one distance
+    per older mask in earlybird's window) is drawn as its largest."""
+    plot = search.plot
+    for series, style in zip(plot.get("series", []), ("-o", "-s", "-^", "-v"), strict=False):
+        points = [
+            (r["step"], max(v) if isinstance(v, list) else v)
+            for r in search.history
+            if (v := r.get(series)) not in (None, [])
+        ]
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, markersize=3, label=series)
+    if plot.get("threshold") is not None:
+        ax.axhline(
+            plot["threshold"], color="grey", linestyle="--", linewidth=1, label=plot.get("label")
+        )
+    if search.decided_at is not None:
         ax.axvline(
-            search.ticket_step,
+            search.decided_at,
             color="red",
             linewidth=1,
-            label=f"{label}, step {search.ticket_step}",
+            label=f"{plot.get('decision', search.state)}, step {search.decided_at}",
         )
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel(f"max mask distance in window of {search.window}")
-    ax.set_title("early-bird search")
+    ax.set_ylabel(plot.get("ylabel", ""))
+    ax.set_title(plot.get("title", "search"))
     ax.legend(fontsize=8)
 
 

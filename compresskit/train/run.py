@@ -41,14 +41,13 @@ from compresskit.pipeline import load_checkpoint, load_tokenizer, timed
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
-from compresskit.strategies.base import Strategy
-from compresskit.strategies.earlybird import EarlyBirdStrategy
+from compresskit.strategies.base import SearchRecord, Strategy, TrainingTimeStrategy
 from compresskit.train.callback import (
     SEARCH_STATE,
-    EarlyBirdCallback,
     LossCurve,
-    add_coefficient_group,
-    load_search_checkpoint,
+    StrategyCallback,
+    add_strategy_group,
+    load_strategy_checkpoint,
 )
 from compresskit.train.data import TaskData, load_task
 from compresskit.train.distributed import (
@@ -205,38 +204,6 @@ class TrainJob:
 
 
 @dataclass(frozen=True)
-class SearchRecord:
-    """How a training-time search ended: state ("drawn" / "capped"), the step of the mask it
-    ended with, the steps it trained and every distance the detector recorded."""
-
-    state: str
-    ticket_step: int | None
-    steps: int
-    eps: float
-    window: int
-    mask_interval: int
-    history: list[dict[str, Any]]
-    resumed_from_step: int | None = None  # the checkpoint an interrupted search continued from
-
-    @classmethod
-    def of(
-        cls, strategy: EarlyBirdStrategy, steps: int, resumed_from_step: int | None = None
-    ) -> SearchRecord:
-        c = strategy.config
-        detector = strategy.search_state()["detector"]
-        return cls(
-            strategy.state,
-            strategy.ticket_step,
-            steps,
-            c.eps,
-            c.window,
-            c.mask_interval,
-            json.loads(json.dumps(detector["history"])),  # plain lists, as read back on resume
-            resumed_from_step,
-        )
-
-
-@dataclass(frozen=True)
 class TrainReport:
     job: TrainJob
     strategy: dict[str, Any]
@@ -272,7 +239,7 @@ class TrainReport:
             "primary_metric": self.primary_metric,
             "seconds": self.seconds,
             "steps": self.steps,
-            "search": None if self.search is None else asdict(self.search),
+            "search": None if self.search is None else self.search.to_dict(),
             "curve": self.curve,
             "resumed": self.resumed,
             "processes": self.processes,
@@ -291,7 +258,7 @@ class TrainReport:
         lines = [f"{split} {k}: {v:.4f}" for k, v in self.metrics.items()]
         if self.search is not None:
             lines.append(
-                f"search: {self.search.state} at step {self.search.ticket_step} "
+                f"search: {self.search.state} at step {self.search.decided_at} "
                 f"(of {self.search.steps} trained)"
             )
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
@@ -666,7 +633,8 @@ def _choose(
     seconds: dict[str, float],
 ) -> tuple[PruningPlan | None, SearchRecord | None]:
     """The plan (None: train dense) and, for a search, how it ended. A plan chosen by an
-    earlier attempt of this run is reused on resume."""
+    earlier attempt of this run is reused on resume, with the weights the slim training
+    starts from."""
     if strategy is None:
         return None, None
     saved = job.run_dir / "plan.json"
@@ -675,11 +643,11 @@ def _choose(
             saved, what="the chosen plan", error=ConfigError, fix=_DAMAGED_RUN
         )
         seconds.update(record["seconds"])
-        search = None if record["search"] is None else SearchRecord(**record["search"])
-        if search is not None and not strategy.config.rewind:
+        search = None if record["search"] is None else SearchRecord.from_dict(record["search"])
+        if search is not None:
             _load_searched_weights(work.model, job.run_dir)
         return PruningPlan.from_dict(record["plan"]), search
-    if isinstance(strategy, EarlyBirdStrategy):
+    if isinstance(strategy, TrainingTimeStrategy):
         with timed(seconds, "search"):
             plan, search = _search(job, strategy, work, curve)
         stage = {"search": seconds["search"]}
@@ -687,47 +655,49 @@ def _choose(
         with timed(seconds, "score"):
             plan, search = strategy.plan(work.model, _scoring_batches(job, work)), None
         stage = {"score": seconds["score"]}
-    record = {"plan": plan.to_dict(), "search": None if search is None else asdict(search)}
-    # Each process chose on its own (DDP keeps their weights and coefficients equal): prove
-    # they agree before the models change shape.
+    record = {"plan": plan.to_dict(), "search": None if search is None else search.to_dict()}
+    # Each process chose on its own (DDP keeps their weights and the strategy's parameters
+    # equal): prove they agree before the models change shape.
     check_same_everywhere("the plan and the search that chose it", record)
     if is_main_process():
+        if search is not None:
+            _save_searched_weights(work.model, job.run_dir)
         saved.write_text(dumps(record | {"seconds": stage}) + "\n", encoding="utf-8")
     return plan, search
 
 
 def _search(
-    job: TrainJob, strategy: EarlyBirdStrategy, work: _Workload, curve: LossCurve
+    job: TrainJob, strategy: TrainingTimeStrategy, work: _Workload, curve: LossCurve
 ) -> tuple[PruningPlan, SearchRecord]:
-    """Train with the coefficients until the ticket is drawn (or the cap, or the end of the
-    schedule), then detach them and rewind (unless `rewind=False`). The schedule is the
-    whole run's, so the search is the beginning of it."""
+    """Train with the strategy attached until it decides (or the schedule ends), then detach
+    it and let it set the weights the slim model starts from. The schedule is the whole
+    run's, so the search is the beginning of it."""
     model = work.model
-    max_steps = job.training.max_steps
-    # Part of the model before the Trainer wraps it, so that DDP averages the coefficients'
-    # gradients like any other's and every process draws the same masks.
+    # Part of the model before the Trainer wraps it, so that DDP averages the gradients of
+    # what the strategy adds like any other's and every process decides alike.
     strategy.attach(model, as_submodule=True)
     folder = job.run_dir / "search"
-    trainer = _trainer(job, work, folder, max_steps=max_steps)
-    add_coefficient_group(trainer, strategy)
-    trainer.add_callback(EarlyBirdCallback(strategy))
+    trainer = _trainer(job, work, folder, max_steps=job.training.max_steps)
+    add_strategy_group(trainer, strategy)
+    trainer.add_callback(StrategyCallback(strategy))
     if job.training.eval_every:
         trainer.add_callback(curve.callback("search"))
-    # A search interrupted after a checkpoint continues from it: weights and coefficients,
-    # optimizer, schedule and RNG states from the Trainer's files, the detector from ours.
-    # The search state is written right after the Trainer's own files.
+    # A search interrupted after a checkpoint continues from it: weights and the strategy's
+    # parameters, optimizer, schedule and RNG states from the Trainer's files, the strategy's
+    # state from ours, written right after the Trainer's own files.
     checkpoint = _last_complete_checkpoint(folder, SEARCH_STATE)
     if checkpoint is not None:
-        load_search_checkpoint(strategy, checkpoint)
+        load_strategy_checkpoint(strategy, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
-    plan = strategy.plan(model)
+    plan = strategy.finish(model)
     strategy.detach()
-    if strategy.config.rewind:
-        strategy.rewind(model)
-    elif is_main_process():
-        _save_searched_weights(model, job.run_dir)
+    strategy.prepare_slim(model)
     resumed_from = None if checkpoint is None else int(checkpoint.rsplit("-", 1)[-1])
-    return plan, SearchRecord.of(strategy, trainer.state.global_step, resumed_from)
+    record = replace(
+        strategy.record(), steps=trainer.state.global_step, resumed_from_step=resumed_from
+    )
+    # Plain JSON values (lists, not tuples), as a resumed run reads them back from plan.json.
+    return plan, SearchRecord.from_dict(json.loads(dumps(record.to_dict())))
 
 
 def _save_searched_weights(model: Any, run_dir: Path) -> None:
