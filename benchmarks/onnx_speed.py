@@ -35,7 +35,7 @@ import transformers
 import compresskit
 from compresskit.bench import BenchResult, run_bench
 from compresskit.exporters.onnx import export_onnx
-from compresskit.pipeline import load_model_and_tokenizer
+from compresskit.loading import load_model_and_tokenizer
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -176,12 +176,9 @@ class _Runner:
 
 class _TorchRunner(_Runner):
     def __init__(self, name: str, path: Path) -> None:
-        from compresskit.io import MANIFEST, load
-        from compresskit.pipeline import load_model_and_tokenizer
+        from compresskit.loading import load_model
 
-        self.model = (
-            load(path) if (path / MANIFEST).is_file() else load_model_and_tokenizer(str(path))[0]
-        ).eval()
+        self.model = load_model(path).eval()
         config = self.model.config
         self.vocab_size = int(config.vocab_size)
         self.max_positions = _max_positions(config)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from compresskit.errors import ConfigError
-from compresskit.io import MANIFEST, read_manifest
+from compresskit.io import read_manifest
+from compresskit.loading import is_compresskit_folder
 
 EVAL_BATCH_SIZE = 64
 
@@ -90,7 +91,7 @@ def read_eval_set(
 
 
 def _trained_task(model_dir: Path) -> str:
-    if (model_dir / MANIFEST).is_file():
+    if is_compresskit_folder(model_dir):
         task = read_manifest(model_dir).get("task")
         if isinstance(task, dict) and isinstance(task.get("name"), str):
             return str(task["name"])

@@ -336,7 +336,7 @@ def _load_source(source: Path) -> tuple[Any, Any]:
     """The model with eager attention (it exports a faster graph than sdpa:
     docs/library-pitfalls.md) and its tokenizer, which the exported folder must carry to deploy
     on its own."""
-    from compresskit.pipeline import load_model_and_tokenizer
+    from compresskit.loading import load_model_and_tokenizer
 
     if not (source / "config.json").is_file():
         raise ModelFileError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +18,8 @@ import transformers
 from accelerate.utils import extract_model_from_parallel
 
 from compresskit.errors import ConfigError, ModelFileError
-from compresskit.io import MANIFEST, load, physical_memory
-from compresskit.pipeline import load_checkpoint
+from compresskit.io import physical_memory
+from compresskit.loading import load_model
 
 # Upper bounds that keep a typo from allocating a huge model (BERT-large is 24 / 1024 / 16 /
 # 4096); far above anything that pre-trains on a CPU.
@@ -110,15 +109,13 @@ def load_masked_lm(model: str, *, trust_remote_code: bool, seed: int) -> Any:
     """A masked-LM model from a compresskit folder (a pruned one too), a transformers folder
     or a hub id; a checkpoint without an MLM head (MiniLM) gets a fresh, seeded one."""
     transformers.set_seed(seed)
-    if (Path(model) / MANIFEST).is_file():
-        loaded = load(model)
-        if not type(loaded).__name__.endswith("ForMaskedLM"):
-            raise ConfigError(
-                f"{model} is a {type(loaded).__name__}: pre-training with --task mlm needs a "
-                "masked-LM model; start from the dense checkpoint or a compresskit mlm output"
-            )
-        return loaded
-    return load_checkpoint(model, trust_remote_code, auto_class=transformers.AutoModelForMaskedLM)
+    loaded = load_model(model, trust_remote_code, auto_class=transformers.AutoModelForMaskedLM)
+    if not type(loaded).__name__.endswith("ForMaskedLM"):  # a compresskit folder of another head
+        raise ConfigError(
+            f"{model} is a {type(loaded).__name__}: pre-training with --task mlm needs a "
+            "masked-LM model; start from the dense checkpoint or a compresskit mlm output"
+        )
+    return loaded
 
 
 def classifier_from_pretrained(pretrained: Any, id2label: dict[int, str]) -> Any:

@@ -35,9 +35,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from compresskit._json import dumps, read_json_object
 from compresskit.arch import adapter_class
 from compresskit.errors import ConfigError
-from compresskit.io import MANIFEST, load, read_config, write_model
+from compresskit.io import read_config, write_model
+from compresskit.loading import load_model, load_tokenizer
 from compresskit.outputs import atomic_directory, claim_output, resolve_output, run_dir_of
-from compresskit.pipeline import load_checkpoint, load_tokenizer, timed
+from compresskit.pipeline import timed
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
@@ -544,34 +545,27 @@ def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(job.model, job.trust_remote_code, required=True)  # before the model
     transformers.set_seed(job.training.seed)
     id2label = dict(enumerate(data.labels))
-    if (Path(job.model) / MANIFEST).is_file():
-        model = load(job.model)
-        name = type(model).__name__
-        if name.endswith("ForMaskedLM") or model.base_model is model:
-            # Pre-trained by compresskit (pruned or not): its encoder under a new head.
-            model = classifier_from_pretrained(model, id2label)
-        elif model.config.num_labels != data.num_labels or "Classification" not in name.replace(
-            "TokenClassification", ""
-        ):
-            raise ConfigError(
-                f"{job.model} is a {name} with {model.config.num_labels} labels; training on "
-                f"{job.task} needs a sequence classifier with {data.num_labels}: start from "
-                "the dense checkpoint or a masked-LM model"
-            )
-    else:
-        model = _from_pretrained_classifier(job, job.model, id2label)
-    return model, tokenizer
-
-
-def _from_pretrained_classifier(job: TrainJob, model: str, id2label: dict[int, str]) -> Any:
-    return load_checkpoint(
-        model,
+    model = load_model(
+        job.model,
         job.trust_remote_code,
         auto_class=transformers.AutoModelForSequenceClassification,
         num_labels=len(id2label),
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
     )
+    name = type(model).__name__
+    if name.endswith("ForMaskedLM") or model.base_model is model:
+        # Pre-trained by compresskit (pruned or not): its encoder under a new head.
+        return classifier_from_pretrained(model, id2label), tokenizer
+    if model.config.num_labels != data.num_labels or "Classification" not in name.replace(
+        "TokenClassification", ""
+    ):
+        raise ConfigError(
+            f"{job.model} is a {name} with {model.config.num_labels} labels; training on "
+            f"{job.task} needs a sequence classifier with {data.num_labels}: start from "
+            "the dense checkpoint or a masked-LM model"
+        )
+    return model, tokenizer
 
 
 def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | None) -> Trainer:
