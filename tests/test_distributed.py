@@ -330,3 +330,13 @@ def test_each_process_gets_its_own_random_stream_and_one_process_keeps_the_train
     assert len(draws) == 4 and trainers not in draws
     assert first_draw(4, 2) == first_draw(4, 2)  # reproducible
     assert rank_seed(0, 1) != rank_seed(1, 0)
+
+
+def test_more_processes_than_gpus_is_one_line_before_the_process_group(monkeypatch):
+    from compresskit.train import distributed
+
+    monkeypatch.setattr(distributed, "on_cpu", lambda: False)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(distributed.LaunchError, match=r"2 processes .* 1 GPU: start one process"):
+        distributed.check_one_process_per_gpu({"LOCAL_WORLD_SIZE": "2"})
+    distributed.check_one_process_per_gpu({"LOCAL_WORLD_SIZE": "1"})  # one per GPU: fine

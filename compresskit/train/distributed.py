@@ -11,6 +11,8 @@ not there yet.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,12 +27,35 @@ class DistributedMismatchError(CompressKitError):
     """Processes of one distributed run reached different decisions."""
 
 
+class LaunchError(CompressKitError):
+    """The launcher started processes this machine cannot run (more than its GPUs)."""
+
+
 def process_state() -> Any:
     """accelerate's PartialState for this process, creating the process group on first use
     (from torchrun's RANK / WORLD_SIZE / MASTER_ADDR variables)."""
     from accelerate import PartialState
 
+    check_one_process_per_gpu()
     return PartialState(cpu=on_cpu())
+
+
+def check_one_process_per_gpu(environ: Mapping[str, str] = os.environ) -> None:
+    """On GPUs, process LOCAL_RANK trains on GPU LOCAL_RANK, and NCCL refuses two processes on
+    one GPU: more processes on a machine than it has GPUs is a launch mistake, said in one line
+    before the process group is made (it otherwise ends in 'invalid device ordinal' at the
+    first barrier). Seen on a one-GPU H200 (docs/distributed.md)."""
+    if on_cpu():
+        return
+    processes = int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    gpus = torch.cuda.device_count()
+    if processes > gpus:
+        raise LaunchError(
+            f"{processes} processes were started on this machine, which has {gpus} GPU"
+            f"{'s' if gpus != 1 else ''}: start one process per GPU "
+            f"(torchrun --nproc_per_node {gpus}), or hide the GPUs (CUDA_VISIBLE_DEVICES=) to "
+            "train on CPUs"
+        )
 
 
 def on_cpu() -> bool:
