@@ -1,4 +1,4 @@
-"""Fine-tuning on SST-2: earlybird against dense, random and magnitude pruning.
+"""Fine-tuning on SST-2: earlybird and movement against dense, random and magnitude pruning.
 
 Every run is the same `compresskit prune --task sst2 ...` command with the same data subset,
 seed, epochs and hyper-parameters; only the strategy (and, for the second earlybird run, the
@@ -46,7 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-seq-len", default="64")
     parser.add_argument("--coef-lr", default="1e-2", help="coefficients' lr of the 2nd earlybird")
     parser.add_argument("--seed", default="0")
-    parser.add_argument("--runs", default="dense,earlybird,earlybird-coef-lr,random,magnitude")
+    parser.add_argument(
+        "--runs", default="dense,earlybird,earlybird-coef-lr,movement,random,magnitude"
+    )
     return parser.parse_args()
 
 
@@ -59,6 +61,7 @@ def runs(args: argparse.Namespace) -> dict[str, list[str]]:
         "earlybird-coef-lr": [
             *("--strategy", "earlybird", *PRUNING, *search, "--coef-lr", args.coef_lr),
         ],
+        "movement": ["--strategy", "movement", *PRUNING],
         "random": ["--strategy", "random", *PRUNING],
         "magnitude": ["--strategy", "magnitude", *PRUNING],
     }
@@ -85,7 +88,7 @@ def summarise(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         row = {
             "run": name,
             "accuracy": r["metrics"]["accuracy"],
-            "ticket": f"{search['state']} @ {search['ticket_step']}" if search else "",
+            "decided": f"{search['state']} @ {search['decided_at']}" if search else "",
             "seconds": r["seconds"],
             "steps": r["steps"],
             "macs_ratio": r["macs_ratio"],
@@ -106,7 +109,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"lr {s['lr']}, max length {s['max_seq_len']}, seed {s['seed']}; pruned runs remove "
         "4 of 12 heads per layer and 40% of FFN neurons (global).",
         "",
-        "| run | dev acc | Δ vs dense | ticket | search s | score s | prune s | train s "
+        "| run | dev acc | Δ vs dense | decided | search s | score s | prune s | train s "
         "| eval s | total s | total vs dense | MACs ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -114,7 +117,7 @@ def markdown(result: dict[str, Any]) -> str:
         sec = row["seconds"]
         lines.append(
             f"| {row['run']} | {100 * row['accuracy']:.2f} | "
-            f"{_points(row.get('accuracy_vs_dense'))} | {row['ticket']} | "
+            f"{_points(row.get('accuracy_vs_dense'))} | {row['decided']} | "
             f"{_s(sec, 'search')} | {_s(sec, 'score')} | {_s(sec, 'prune')} | "
             f"{_s(sec, 'train')} | {_s(sec, 'evaluate')} | {_s(sec, 'total')} | "
             f"{_percent(row.get('total_vs_dense'))} | {row['macs_ratio']:.2f}x |"
