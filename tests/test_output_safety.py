@@ -163,6 +163,18 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(proj, outpu
     assert snapshot(proj) == before
 
 
+def test_a_folder_that_cannot_be_written_is_refused_before_any_work(proj, monkeypatch):
+    # As root, permissions do not stop a write; a read-only file system does, and os.access
+    # reports both: pretend the parent is one.
+    from compresskit import outputs
+
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) != proj.parent)
+    result = invoke(*prune(proj / "model", proj.parent / "out"))
+    assert result.exit_code == 1
+    assert f"{proj.parent} is not writable (read-only or not yours)" in one_line(result)
+    assert sorted(p.name for p in proj.parent.iterdir()) == ["proj"]
+
+
 # --- a live run's output is locked ----------------------------------------------------------
 HOLD = """
 import sys, time
@@ -259,12 +271,12 @@ def test_a_stopped_training_run_keeps_what_resumes_and_no_lock(proj, stop):
 def interrupted_run(proj: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[Any]]:
     """A training run stopped (Ctrl-C) before its evaluation: OUTPUT.run/ holds job.json,
     plan.json and the last two checkpoints; returns the output and the command to resume."""
-    from compresskit.train import run
+    from compresskit.train.tasks import ClassificationTask
 
     out = proj.parent / "out"
     args = train(proj, out, "--epochs", "3", "--save-every", "1")
     with monkeypatch.context() as patch:
-        patch.setattr(run, "_evaluate", _raise(KeyboardInterrupt()))
+        patch.setattr(ClassificationTask, "evaluate", _raise(KeyboardInterrupt()))
         assert invoke(*args).exit_code == 130
     return out, [*args, "--resume"]
 

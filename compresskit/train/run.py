@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,18 +24,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import transformers
 from transformers import Trainer, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from compresskit._json import dumps, read_json_object
+from compresskit._json import dumps
 from compresskit.arch import adapter_class
 from compresskit.errors import ConfigError
 from compresskit.io import read_config, write_model
-from compresskit.loading import load_model, load_tokenizer
 from compresskit.outputs import atomic_directory, claim_output, resolve_output, run_dir_of
 from compresskit.pipeline import timed
 from compresskit.plan import PruningPlan
@@ -50,7 +44,6 @@ from compresskit.train.callback import (
     add_strategy_group,
     load_strategy_checkpoint,
 )
-from compresskit.train.data import TaskData, load_task
 from compresskit.train.distributed import (
     IndependentRandomness,
     check_same_everywhere,
@@ -60,30 +53,16 @@ from compresskit.train.distributed import (
     process_state,
     wait_for_everyone,
 )
-from compresskit.train.encode import EncodedSplit, collator, encode_split
 from compresskit.train.figure import write_figure
-from compresskit.train.metrics import compute_metrics
-from compresskit.train.mlm_data import (
-    MlmCollator,
-    TextData,
-    encode_blocks,
-    load_text,
-    masked_once,
-)
-from compresskit.train.mlm_model import (
-    MaskedLMTrainer,
-    ModelSize,
-    classifier_from_pretrained,
-    load_masked_lm,
-    masked_lm_from_scratch,
-)
+from compresskit.train.mlm_model import ModelSize
+from compresskit.train.rundir import RunDir
+from compresskit.train.tasks import Task, Workload, task_of
 
 logger = logging.getLogger(__name__)
 
 REPORT = "report.json"
 FIGURE = "pruning.png"
 DENSE = "none"  # the strategy name that trains the dense model (the reference)
-MLM = "mlm"  # the task that pre-trains a masked-LM model on raw text
 
 
 @dataclass(frozen=True)
@@ -157,13 +136,18 @@ class TrainJob:
         return run_dir_of(resolve_output(self.output))
 
     @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+    @property
     def inputs(self) -> tuple[str | None, ...]:
         """The local paths the job reads, which its output may never replace."""
         return (self.model, self.tokenizer, *self.data.split(","))
 
     @property
-    def is_mlm(self) -> bool:
-        return self.task.lower() == MLM
+    def kind(self) -> Task:
+        """Classification or masked-LM pre-training (train/tasks.py)."""
+        return task_of(self.task)
 
     def check_model_source(self) -> None:
         """Exactly one of `model` and `config` (which only pre-training takes), and a
@@ -174,7 +158,7 @@ class TrainJob:
             if self.tokenizer is not None:
                 raise ConfigError("--tokenizer goes with --config: a --model brings its own")
             return
-        if not self.is_mlm:
+        if not self.kind.pretraining:
             raise ConfigError("--config builds a model from scratch to pre-train: use --task mlm")
         if self.model:
             raise ConfigError(
@@ -255,7 +239,7 @@ class TrainReport:
 
     def summary(self) -> str:
         """A few lines for the terminal: metric, ticket, wall-clock per stage."""
-        split = "held-out" if self.job.is_mlm else "dev"
+        split = self.job.kind.eval_split
         lines = [f"{split} {k}: {v:.4f}" for k, v in self.metrics.items()]
         if self.search is not None:
             lines.append(
@@ -278,17 +262,18 @@ def run_training(job: TrainJob) -> TrainReport:
     with _claimed_output(job):
         seconds: dict[str, float] = {}
         with timed(seconds, "load"):
-            data = _load_data(job)
+            data = job.kind.load_data(job)
             job = _fit_sequence_length(job)
-            resumed = _prepare_run_dir(job)  # only once the task and data are known to be good
+            # Only once the task and data are known to be good.
+            resumed = job.run.prepare(job.identity(), resume=job.resume, overwrite=job.overwrite)
         try:
             report = _run(job, strategy, data, resumed, seconds, start)
         except BaseException:
-            if is_main_process() and not _worth_resuming(job.run_dir):
-                shutil.rmtree(job.run_dir, ignore_errors=True)
+            if is_main_process() and not job.run.worth_resuming():
+                job.run.remove()
             raise
         if is_main_process():
-            shutil.rmtree(job.run_dir, ignore_errors=True)
+            job.run.remove()
     return report
 
 
@@ -303,28 +288,17 @@ def _claimed_output(job: TrainJob) -> Iterator[None]:
         yield
 
 
-@dataclass(frozen=True)
-class _Workload:
-    """What both stages train and evaluate: the model (dense until pruned), its tokenizer,
-    the encoded splits and the collator that makes their batches."""
-
-    model: Any
-    tokenizer: Any
-    train_set: EncodedSplit
-    eval_set: EncodedSplit
-    collator: Any
-
-
 def _run(
     job: TrainJob,
     strategy: Strategy | None,
-    data: TaskData | TextData,
+    data: Any,
     resumed: bool,
     seconds: dict[str, float],
     start: float,
 ) -> TrainReport:
+    task = job.kind
     with timed(seconds, "load"):
-        work = _prepare_mlm(job, data) if isinstance(data, TextData) else _prepare(job, data)
+        work = task.prepare(job, data)
         dense = dense_stats(work.model, job.seq_len)
     curve = LossCurve()
     plan, search = _choose(job, strategy, work, curve, seconds)
@@ -333,28 +307,28 @@ def _run(
             from compresskit.pruner import prune
 
             prune(work.model, plan)
-    slim_steps = _slim_steps(job, work, search)
+    slim_steps = task.slim_steps(job, work, 0 if search is None else search.steps)
     if slim_steps == 0 and search is not None:
         logger.warning(
             "the search took the whole budget of %d steps, so the slim model was not trained: "
             "give a larger --max-steps, or cap the search with --max-search-steps",
             search.steps,
         )
-    trainer = _trainer(job, work, job.run_dir / "train", max_steps=slim_steps)
+    trainer = _trainer(job, work, job.run.stage("train"), max_steps=slim_steps)
     if job.training.eval_every:
         trainer.add_callback(curve.callback("train", 0 if search is None else search.steps))
     with timed(seconds, "train"):
-        checkpoint = _last_complete_checkpoint(job.run_dir / "train") if resumed else None
+        checkpoint = job.run.last_checkpoint("train") if resumed else None
         if trainer.args.max_steps != 0:
             trainer.train(resume_from_checkpoint=checkpoint)
     with timed(seconds, "evaluate"):
-        metrics = _evaluate(trainer, work.eval_set, data)
+        metrics = task.evaluate(trainer, work, data)
     steps = {"train": trainer.state.global_step}
     report = TrainReport(
         job,
         {"strategy": DENSE} if strategy is None else strategy.to_dict(),
         data.source,
-        data.labels if isinstance(data, TaskData) else (),
+        task.labels(data),
         dense,
         model_stats(work.model, job.seq_len),
         metrics,
@@ -366,44 +340,8 @@ def _run(
         process_state().num_processes,
         process_state().process_index,
     )
-    _save(job, work.model, work.tokenizer, report, start)
+    _save(job, work.model, work.tokenizer, report, task.manifest(job, data), start)
     return report
-
-
-def _worth_resuming(run_dir: Path) -> bool:
-    """A plan or a checkpoint was saved: something a `resume` would not redo."""
-    stages = (run_dir / "search", run_dir / "train")
-    return (run_dir / "plan.json").is_file() or any(
-        _last_complete_checkpoint(stage) is not None for stage in stages
-    )
-
-
-# A file of OUTPUT.run/ that cannot be read: the run cannot continue from it.
-_DAMAGED_RUN = "; start the run again with --overwrite"
-
-
-def _last_complete_checkpoint(folder: Path, marker: str = TRAINER_STATE_NAME) -> str | None:
-    """The newest checkpoint in `folder` that holds `marker`, the file written last into it,
-    and whose JSON state files read: a process killed while writing a checkpoint leaves one
-    without, or with a truncated one, and the one before it is still there (the Trainer keeps
-    two)."""
-    complete = [
-        path
-        for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if path.name.rsplit("-", 1)[-1].isdigit()
-        and all(_reads_as_json(path / name) for name in {marker, TRAINER_STATE_NAME})
-    ]
-    if not complete:
-        return None
-    return str(max(complete, key=lambda path: int(path.name.rsplit("-", 1)[-1])))
-
-
-def _reads_as_json(path: Path) -> bool:
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return True
 
 
 # --- setting up --------------------------------------------------------------------------------
@@ -416,50 +354,9 @@ def _build_strategy(job: TrainJob) -> Strategy | None:
             raise ConfigError(f"--strategy none trains the dense model: drop {', '.join(extra)}")
         return None
     strategy_class = get_strategy_class(job.strategy)
-    if job.is_mlm:
+    if job.kind.pretraining:
         return strategy_class(**{**strategy_class.pretraining_defaults, **job.options})
     return strategy_class(**job.options)
-
-
-def _load_data(job: TrainJob) -> TaskData | TextData:
-    t = job.training
-    if job.is_mlm:
-        return load_text(
-            job.data, max_train_lines=t.max_train_samples, seed=t.seed, encoding=job.encoding
-        )
-    return load_task(
-        job.task,
-        job.data,
-        max_train_samples=t.max_train_samples,
-        seed=t.seed,
-        encoding=job.encoding,
-    )
-
-
-def _prepare(job: TrainJob, data: TaskData) -> _Workload:
-    model, tokenizer = _load_classifier(job, data)
-    train_set = encode_split(data, "train", tokenizer, job.training.max_seq_len)
-    dev_set = encode_split(data, "dev", tokenizer, job.training.max_seq_len)
-    return _Workload(model, tokenizer, train_set, dev_set, collator(tokenizer))
-
-
-def _prepare_mlm(job: TrainJob, text: TextData) -> _Workload:
-    """The masked-LM model (from `job.config` or `job.model`), training blocks, and held-out
-    blocks masked once with the seed."""
-    t, remote = job.training, job.trust_remote_code
-    if job.config is not None:
-        assert job.tokenizer is not None  # checked by TrainJob.check_model_source
-        tokenizer = load_tokenizer(job.tokenizer, remote, required=True)
-        size = ModelSize.parse(job.config)
-        model = masked_lm_from_scratch(size, tokenizer, t.max_seq_len, t.seed)
-    else:
-        assert job.model is not None
-        tokenizer = load_tokenizer(job.model, remote, required=True)  # fails before the model loads
-        model = load_masked_lm(job.model, trust_remote_code=remote, seed=t.seed)
-    train_set = encode_blocks(text.train, tokenizer, t.max_seq_len, "training")
-    held_out = encode_blocks(text.held_out, tokenizer, t.max_seq_len, "held-out")
-    eval_set = masked_once(held_out, tokenizer, t.seed)
-    return _Workload(model, tokenizer, train_set, eval_set, MlmCollator(tokenizer))
 
 
 def _fit_sequence_length(job: TrainJob) -> TrainJob:
@@ -482,94 +379,8 @@ def _fit_sequence_length(job: TrainJob) -> TrainJob:
     return replace(job, training=replace(job.training, max_seq_len=positions))
 
 
-def _step_budget(job: TrainJob, train_set: EncodedSplit) -> int:
-    """Optimizer steps the whole run may take: `max_steps`, else what the Trainer makes of
-    `epochs` (one step per batch, the last batch of an epoch may be short)."""
-    t = job.training
-    if t.max_steps is not None:
-        return t.max_steps
-    return math.ceil(t.epochs * math.ceil(len(train_set) / t.batch_size))
-
-
-def _slim_steps(job: TrainJob, work: _Workload, search: SearchRecord | None) -> int | None:
-    """Steps of the slim (or dense) training. Fine-tuning: the full schedule again (None:
-    from `epochs`). Pre-training: what the search left of the budget."""
-    if not job.is_mlm:
-        return job.training.max_steps
-    searched = 0 if search is None else search.steps
-    return max(_step_budget(job, work.train_set) - searched, 0)
-
-
-def _prepare_run_dir(job: TrainJob) -> bool:
-    """Make `<output>.run/` ready; True when resuming a run found there."""
-    run_dir, identity = job.run_dir, job.identity()
-    saved = run_dir / "job.json"
-    if run_dir.exists() and job.resume and saved.is_file():
-        _check_same_job(
-            read_json_object(saved, what="the run's options", error=ConfigError, fix=_DAMAGED_RUN),
-            identity,
-            run_dir,
-        )
-        return True
-    if run_dir.exists() and not job.overwrite and not job.resume:
-        raise ConfigError(
-            f"{run_dir} holds an unfinished run: pass --resume to continue it or "
-            "--overwrite to start again"
-        )
-    if job.resume:
-        logger.warning("nothing to resume in %s: starting from the beginning", run_dir)
-    wait_for_everyone()  # every process has looked before the main one starts afresh
-    if is_main_process():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        saved.write_text(dumps(identity) + "\n", encoding="utf-8")
-    wait_for_everyone()
-    return False
-
-
-def _check_same_job(saved: dict[str, Any], identity: dict[str, Any], run_dir: Path) -> None:
-    # Through JSON, so tuples and lists compare equal.
-    now = json.loads(dumps(identity))
-    changed = sorted(k for k in now if saved.get(k) != now[k])
-    if changed:
-        raise ConfigError(
-            f"--resume: the run in {run_dir} was started with different {', '.join(changed)}; "
-            "use the same options, or --overwrite to start again"
-        )
-
-
-def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
-    """The model with a sequence-classification head for `data`'s labels (seeded, so every
-    strategy starts from the same head), and its tokenizer."""
-    assert job.model is not None  # checked by TrainJob.check_model_source
-    tokenizer = load_tokenizer(job.model, job.trust_remote_code, required=True)  # before the model
-    transformers.set_seed(job.training.seed)
-    id2label = dict(enumerate(data.labels))
-    model = load_model(
-        job.model,
-        job.trust_remote_code,
-        auto_class=transformers.AutoModelForSequenceClassification,
-        num_labels=len(id2label),
-        id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
-    )
-    name = type(model).__name__
-    if name.endswith("ForMaskedLM") or model.base_model is model:
-        # Pre-trained by compresskit (pruned or not): its encoder under a new head.
-        return classifier_from_pretrained(model, id2label), tokenizer
-    if model.config.num_labels != data.num_labels or "Classification" not in name.replace(
-        "TokenClassification", ""
-    ):
-        raise ConfigError(
-            f"{job.model} is a {name} with {model.config.num_labels} labels; training on "
-            f"{job.task} needs a sequence classifier with {data.num_labels}: start from "
-            "the dense checkpoint or a masked-LM model"
-        )
-    return model, tokenizer
-
-
-def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | None) -> Trainer:
-    t = job.training
+def _trainer(job: TrainJob, work: Workload, folder: Path, *, max_steps: int | None) -> Trainer:
+    t, task = job.training, job.kind
     args = TrainingArguments(
         output_dir=str(folder),
         num_train_epochs=t.epochs,
@@ -588,8 +399,7 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         save_total_limit=2,  # the previous one survives a kill while the next is written
         eval_strategy="steps" if t.eval_every else "no",
         eval_steps=t.eval_every,
-        # Masked-LM logits are (examples, tokens, vocabulary): never gather them.
-        prediction_loss_only=job.is_mlm,
+        prediction_loss_only=task.prediction_loss_only,
         logging_steps=50,
         report_to="none",
         disable_tqdm=not t.progress,
@@ -599,8 +409,7 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         # parameters; only a model with a layer pruned to no heads has any.
         ddp_find_unused_parameters=has_unused_parameters(work.model),
     )
-    trainer_class = MaskedLMTrainer if job.is_mlm else Trainer
-    trainer = trainer_class(
+    trainer = task.trainer_class(
         model=work.model,
         args=args,
         train_dataset=work.train_set,
@@ -609,12 +418,7 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
         processing_class=work.tokenizer,
         callbacks=[IndependentRandomness()],
     )
-    if not job.is_mlm:
-        # The classifiers take **kwargs, so the Trainer assumes they divide their loss by
-        # its num_items_in_batch and multiplies the loss by the number of processes; they
-        # ignore it and return their own batch's mean, which made the gradients N times too
-        # large under DDP (and weakened the coefficients' L1 term against them).
-        trainer.model_accepts_loss_kwargs = False
+    task.configure(trainer)
     return trainer
 
 
@@ -622,7 +426,7 @@ def _trainer(job: TrainJob, work: _Workload, folder: Path, *, max_steps: int | N
 def _choose(
     job: TrainJob,
     strategy: Strategy | None,
-    work: _Workload,
+    work: Workload,
     curve: LossCurve,
     seconds: dict[str, float],
 ) -> tuple[PruningPlan | None, SearchRecord | None]:
@@ -631,16 +435,13 @@ def _choose(
     starts from."""
     if strategy is None:
         return None, None
-    saved = job.run_dir / "plan.json"
-    if saved.is_file():
-        record = read_json_object(
-            saved, what="the chosen plan", error=ConfigError, fix=_DAMAGED_RUN
-        )
-        seconds.update(record["seconds"])
-        search = None if record["search"] is None else SearchRecord.from_dict(record["search"])
+    saved = job.run.saved_choice()
+    if saved is not None:
+        seconds.update(saved["seconds"])
+        search = None if saved["search"] is None else SearchRecord.from_dict(saved["search"])
         if search is not None:
-            _load_searched_weights(work.model, job.run_dir)
-        return PruningPlan.from_dict(record["plan"]), search
+            job.run.load_start_weights(work.model)
+        return PruningPlan.from_dict(saved["plan"]), search
     if isinstance(strategy, TrainingTimeStrategy):
         with timed(seconds, "search"):
             plan, search = _search(job, strategy, work, curve)
@@ -654,14 +455,12 @@ def _choose(
     # equal): prove they agree before the models change shape.
     check_same_everywhere("the plan and the search that chose it", record)
     if is_main_process():
-        if search is not None:
-            _save_searched_weights(work.model, job.run_dir)
-        saved.write_text(dumps(record | {"seconds": stage}) + "\n", encoding="utf-8")
+        job.run.save_choice(record | {"seconds": stage}, None if search is None else work.model)
     return plan, search
 
 
 def _search(
-    job: TrainJob, strategy: TrainingTimeStrategy, work: _Workload, curve: LossCurve
+    job: TrainJob, strategy: TrainingTimeStrategy, work: Workload, curve: LossCurve
 ) -> tuple[PruningPlan, SearchRecord]:
     """Train with the strategy attached until it decides (or the schedule ends), then detach
     it and let it set the weights the slim model starts from. The schedule is the whole
@@ -670,8 +469,7 @@ def _search(
     # Part of the model before the Trainer wraps it, so that DDP averages the gradients of
     # what the strategy adds like any other's and every process decides alike.
     strategy.attach(model, as_submodule=True)
-    folder = job.run_dir / "search"
-    trainer = _trainer(job, work, folder, max_steps=job.training.max_steps)
+    trainer = _trainer(job, work, job.run.stage("search"), max_steps=job.training.max_steps)
     add_strategy_group(trainer, strategy)
     trainer.add_callback(StrategyCallback(strategy))
     if job.training.eval_every:
@@ -679,7 +477,7 @@ def _search(
     # A search interrupted after a checkpoint continues from it: weights and the strategy's
     # parameters, optimizer, schedule and RNG states from the Trainer's files, the strategy's
     # state from ours, written right after the Trainer's own files.
-    checkpoint = _last_complete_checkpoint(folder, SEARCH_STATE)
+    checkpoint = job.run.last_checkpoint("search", SEARCH_STATE)
     if checkpoint is not None:
         load_strategy_checkpoint(strategy, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -694,45 +492,22 @@ def _search(
     return plan, SearchRecord.from_dict(json.loads(dumps(record.to_dict())))
 
 
-def _save_searched_weights(model: Any, run_dir: Path) -> None:
-    from safetensors.torch import save_model
-
-    save_model(model, str(run_dir / "searched.safetensors"))
-
-
-def _load_searched_weights(model: Any, run_dir: Path) -> None:
-    from safetensors.torch import load_model
-
-    load_model(model, str(run_dir / "searched.safetensors"))
-
-
-def _scoring_batches(job: TrainJob, work: _Workload) -> Any:
+def _scoring_batches(job: TrainJob, work: Workload) -> Any:
     """Training batches in file order, for strategies that score with data (taylor)."""
     return torch.utils.data.DataLoader(
         work.train_set, batch_size=job.training.batch_size, collate_fn=work.collator
     )
 
 
-# --- evaluating and saving ---------------------------------------------------------------------
-def _evaluate(
-    trainer: Trainer, dev_set: EncodedSplit, data: TaskData | TextData
-) -> dict[str, float]:
-    if isinstance(data, TextData):
-        return _evaluate_mlm(trainer, dev_set)
-    output = trainer.predict(dev_set)
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    predictions = np.asarray(logits).argmax(-1)
-    return compute_metrics(data.metrics, predictions, np.asarray(dev_set.labels))
-
-
-def _evaluate_mlm(trainer: Trainer, held_out: EncodedSplit) -> dict[str, float]:
-    """Masked-LM loss on the held-out blocks (mean over blocks of the loss per masked token)
-    and its perplexity."""
-    loss = float(trainer.evaluate(held_out)["eval_loss"])
-    return {"mlm_loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
-
-
-def _save(job: TrainJob, model: Any, tokenizer: Any, report: TrainReport, start: float) -> None:
+# --- saving ------------------------------------------------------------------------------------
+def _save(
+    job: TrainJob,
+    model: Any,
+    tokenizer: Any,
+    report: TrainReport,
+    task: dict[str, Any],
+    start: float,
+) -> None:
     """Model, tokenizer, compresskit.json, figure and report.json, all or nothing; written by
     the main process while the others wait, so every process returns once the output is
     there."""
@@ -742,7 +517,7 @@ def _save(job: TrainJob, model: Any, tokenizer: Any, report: TrainReport, start:
     seconds = report.seconds
     with atomic_directory(job.output, overwrite=job.overwrite) as tmp:
         save_start = time.perf_counter()
-        write_model(model, tmp, tokenizer, extra=_manifest_extra(report))
+        write_model(model, tmp, tokenizer, extra=_manifest_extra(report, task))
         write_figure(tmp / FIGURE, report.search, report.after, report.dense)
         seconds["save"] = round(time.perf_counter() - save_start, 4)
         seconds["total"] = round(time.perf_counter() - start, 4)
@@ -750,10 +525,7 @@ def _save(job: TrainJob, model: Any, tokenizer: Any, report: TrainReport, start:
     wait_for_everyone()
 
 
-def _manifest_extra(report: TrainReport) -> dict[str, Any]:
-    task: dict[str, Any] = {"name": report.job.task, "labels": list(report.labels)}
-    if report.job.is_mlm:
-        task = {"name": MLM, "data": report.data_source}
+def _manifest_extra(report: TrainReport, task: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {"strategy": report.strategy, "task": task}
     if report.search is not None:
         extra["search"] = asdict(report.search)
