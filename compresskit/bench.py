@@ -164,7 +164,7 @@ class _Runner:
 
     target: BenchTarget
     vocab_size: int
-    max_positions: int | None
+    max_positions: int
 
     def macs_ratio(self, seq_len: int) -> float:
         raise NotImplementedError
@@ -294,14 +294,11 @@ def _layer_widths(info: dict[str, Any], config: Any, path: Path) -> tuple[list[i
     return widths[0], widths[1]
 
 
-def _max_positions(config: Any) -> int | None:
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None:
-        return None
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        # RoBERTa numbers positions from pad_token_id + 1
-        positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
-    return int(positions)
+def _max_positions(config: Any) -> int:
+    """The longest sequence the model takes, as its adapter says (RoBERTa's offset too)."""
+    from compresskit.arch import adapter_class
+
+    return adapter_class(config.model_type).max_positions(config)
 
 
 def _open_target(path_text: str, name: str, threads: int) -> _Runner:
@@ -431,7 +428,7 @@ def _check_shapes(runners: list[_Runner], seq_lens: Sequence[int]) -> None:
     """Fail before any timing: sequences too long for a model, or MACs that cannot be
     counted (an unsupported architecture)."""
     for r in runners:
-        if r.max_positions is not None and max(seq_lens) > r.max_positions:
+        if max(seq_lens) > r.max_positions:
             raise ConfigError(
                 f"sequence length {max(seq_lens)} exceeds the {r.max_positions} positions of "
                 f"{r.target.name}: choose --seq-lens up to {r.max_positions}"

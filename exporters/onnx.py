@@ -88,11 +88,6 @@ class OnnxSpec:
     labelled: bool  # the logits are the classes of config.id2label
 
 
-_INPUTS = {
-    "bert": ("input_ids", "attention_mask", "token_type_ids"),
-    "roberta": ("input_ids", "attention_mask"),
-    "distilbert": ("input_ids", "attention_mask"),
-}
 # class-name suffix -> (outputs, outputs with a sequence axis, labelled)
 _HEADS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "ForSequenceClassification": (("logits",), (), True),
@@ -110,16 +105,15 @@ _HEADS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
 
 def onnx_spec(model: Any) -> OnnxSpec:
     """Inputs by model type, outputs by task head (the class name's suffix)."""
-    model_type = model.config.model_type
+    adapter = get_adapter(model)  # UnsupportedModelError for a type without one
     name = type(model).__name__
     suffix = next((s for s in _HEADS if name.endswith(s)), None)
-    if model_type not in _INPUTS or suffix is None:
+    if suffix is None:
         raise UnsupportedModelError(
-            f"cannot export {name} ({model_type}) to ONNX: supported model types are "
-            f"{', '.join(sorted(_INPUTS))} with the heads {', '.join(_HEADS)}"
+            f"cannot export {name} to ONNX: supported heads are {', '.join(_HEADS)}"
         )
     outputs, token_outputs, labelled = _HEADS[suffix]
-    return OnnxSpec(_INPUTS[model_type], outputs, frozenset(token_outputs), labelled)
+    return OnnxSpec(adapter.onnx_inputs, outputs, frozenset(token_outputs), labelled)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -527,10 +521,7 @@ def _head_dim(model: Any) -> int:
 def _max_length(model: Any, tokenizer: Any) -> int:
     """The longest input the model takes: its position table, capped by the tokenizer's own
     limit when it states one."""
-    config = model.config
-    positions = int(config.max_position_embeddings)
-    if config.model_type == "roberta":  # positions start after the padding index
-        positions -= int(config.pad_token_id) + 1
+    positions = get_adapter(model).max_positions(model.config)
     stated = getattr(tokenizer, "model_max_length", None)
     if isinstance(stated, int) and 0 < stated < 1_000_000:
         positions = min(positions, stated)

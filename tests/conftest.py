@@ -11,6 +11,7 @@ import torch
 import transformers
 from torch import nn
 
+from compresskit.arch import adapter_class, adapters
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,24 +25,9 @@ VOCAB = 64
 # 2-core machine a tiny forward pass was seen to take 200x longer).
 torch.set_num_threads(1)
 
-# Every (model_type, model class) that compresskit must support; tests parametrise over it.
-ARCHITECTURES: dict[str, list[str]] = {
-    "bert": [
-        "BertModel",
-        "BertForSequenceClassification",
-        "BertForTokenClassification",
-        "BertForQuestionAnswering",
-        "BertForMaskedLM",
-        "BertForPreTraining",
-    ],
-    "roberta": ["RobertaModel", "RobertaForSequenceClassification", "RobertaForMaskedLM"],
-    "distilbert": [
-        "DistilBertModel",
-        "DistilBertForSequenceClassification",
-        "DistilBertForQuestionAnswering",
-        "DistilBertForMaskedLM",
-    ],
-}
+# Every (model_type, model class) that compresskit supports, from the adapter registry: tests
+# parametrise over it, so a new architecture (one adapter file) is tested with no test code.
+ARCHITECTURES: dict[str, list[str]] = {t: list(a.model_classes) for t, a in adapters().items()}
 ALL_MODEL_CLASSES = [(t, c) for t, classes in ARCHITECTURES.items() for c in classes]
 
 
@@ -54,28 +40,9 @@ def tiny_config(
     ffn: int = 40,
     attn: str = "eager",
 ) -> transformers.PretrainedConfig:
-    hidden = heads * head_dim
-    if model_type == "distilbert":
-        config = transformers.DistilBertConfig(
-            vocab_size=VOCAB,
-            dim=hidden,
-            n_layers=layers,
-            n_heads=heads,
-            hidden_dim=ffn,
-            max_position_embeddings=64,
-        )
-    else:
-        config_class = transformers.AutoConfig.for_model(model_type).__class__
-        config = config_class(
-            vocab_size=VOCAB,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=ffn,
-            max_position_embeddings=72,
-            type_vocab_size=2,
-            pad_token_id=1,
-        )
+    config = adapter_class(model_type).tiny_config(
+        vocab=VOCAB, layers=layers, heads=heads, head_dim=head_dim, ffn=ffn
+    )
     config.num_labels = 2  # question answering needs exactly 2 (start, end)
     config._attn_implementation = attn
     return config

@@ -44,6 +44,12 @@ class ArchAdapter:
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
+    # The transformers model classes compresskit supports for these types (every test runs on
+    # each), the inputs an exported graph takes, and the attribute of the masked-LM class's
+    # head when it is one module (the loss then runs it on the masked positions only).
+    model_classes: ClassVar[tuple[str, ...]] = ()
+    onnx_inputs: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
+    mlm_head: ClassVar[str | None] = None
     # config.json fields that size a tensor (each a positive integer), the two whose quotient
     # is the head size, and the one naming the activation.
     size_fields: ClassVar[tuple[str, ...]] = ()
@@ -90,6 +96,11 @@ class ArchAdapter:
     def max_positions(cls, config: Any) -> int:
         """The longest sequence the model's position table takes."""
         return int(config.max_position_embeddings)
+
+    @classmethod
+    def tiny_config(cls, *, vocab: int, layers: int, heads: int, head_dim: int, ffn: int) -> Any:
+        """A small random-init config of this family, for tests and smoke runs."""
+        raise NotImplementedError
 
     # --- lookups each family implements -------------------------------------------------
     @classmethod

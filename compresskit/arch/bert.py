@@ -1,11 +1,13 @@
 """BERT and RoBERTa: `layer.attention.self.{query,key,value}`, `layer.attention.output.dense`,
-`layer.intermediate.dense`, `layer.output.dense` (RoBERTa copies BERT's modules verbatim)."""
+`layer.intermediate.dense`, `layer.output.dense` (RoBERTa copies BERT's modules verbatim; its
+adapter differs in inputs, positions and the masked-LM head's name)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+import transformers
 from torch import nn
 
 from compresskit.arch.base import ArchAdapter, AttentionParts, FFNParts
@@ -34,7 +36,17 @@ class HeadlessBertSelfAttention(nn.Module):
 
 
 class BertAdapter(ArchAdapter):
-    model_types = ("bert", "roberta")
+    model_types = ("bert",)
+    model_classes: ClassVar[tuple[str, ...]] = (
+        "BertModel",
+        "BertForSequenceClassification",
+        "BertForTokenClassification",
+        "BertForQuestionAnswering",
+        "BertForMaskedLM",
+        "BertForPreTraining",
+    )
+    onnx_inputs: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "token_type_ids")
+    mlm_head: ClassVar[str | None] = "cls"
     size_fields = (
         "num_hidden_layers",
         "num_attention_heads",
@@ -46,11 +58,18 @@ class BertAdapter(ArchAdapter):
     )
 
     @classmethod
-    def max_positions(cls, config: Any) -> int:
-        positions = int(config.max_position_embeddings)
-        if config.model_type == "roberta":  # positions are numbered from pad_token_id + 1
-            positions -= int(config.pad_token_id or 0) + 1
-        return positions
+    def tiny_config(cls, *, vocab: int, layers: int, heads: int, head_dim: int, ffn: int) -> Any:
+        config_class: Any = transformers.AutoConfig.for_model(cls.model_types[0]).__class__
+        return config_class(
+            vocab_size=vocab,
+            hidden_size=heads * head_dim,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ffn,
+            max_position_embeddings=72,
+            type_vocab_size=2,
+            pad_token_id=1,
+        )
 
     @classmethod
     def config_shape(cls, config: Any) -> tuple[int, int, int, int]:
@@ -88,3 +107,17 @@ class BertAdapter(ArchAdapter):
         layer.attention.self = HeadlessBertSelfAttention(
             attn.query, attn.key, attn.value, attn.attention_head_size
         )
+
+
+class RobertaAdapter(BertAdapter):
+    """RoBERTa: BERT's modules, no token types, positions numbered after the padding index."""
+
+    model_types = ("roberta",)
+    model_classes = ("RobertaModel", "RobertaForSequenceClassification", "RobertaForMaskedLM")
+    onnx_inputs = ("input_ids", "attention_mask")
+    mlm_head = "lm_head"
+
+    @classmethod
+    def max_positions(cls, config: Any) -> int:
+        # Positions are numbered from pad_token_id + 1.
+        return int(config.max_position_embeddings) - (int(config.pad_token_id or 0) + 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import transformers
 from torch import nn
 
 from compresskit.arch.base import ArchAdapter, AttentionParts, FFNParts
@@ -38,6 +39,12 @@ class HeadlessDistilBertSelfAttention(nn.Module):
 
 class DistilBertAdapter(ArchAdapter):
     model_types = ("distilbert",)
+    model_classes = (
+        "DistilBertModel",
+        "DistilBertForSequenceClassification",
+        "DistilBertForQuestionAnswering",
+        "DistilBertForMaskedLM",
+    )
     size_fields = (
         "n_layers",
         "n_heads",
@@ -52,6 +59,17 @@ class DistilBertAdapter(ArchAdapter):
     @classmethod
     def config_shape(cls, config: Any) -> tuple[int, int, int, int]:
         return config.n_layers, config.n_heads, config.dim // config.n_heads, config.hidden_dim
+
+    @classmethod
+    def tiny_config(cls, *, vocab: int, layers: int, heads: int, head_dim: int, ffn: int) -> Any:
+        return transformers.DistilBertConfig(
+            vocab_size=vocab,
+            dim=heads * head_dim,
+            n_layers=layers,
+            n_heads=heads,
+            hidden_dim=ffn,
+            max_position_embeddings=64,
+        )
 
     def layers(self) -> list[Any]:
         return list(self.model.base_model.transformer.layer)

@@ -17,6 +17,7 @@ import torch
 import transformers
 from accelerate.utils import extract_model_from_parallel
 
+from compresskit.arch import get_adapter
 from compresskit.errors import ConfigError, ModelFileError
 from compresskit.io import physical_memory
 from compresskit.loading import load_model
@@ -145,8 +146,7 @@ def classifier_from_pretrained(pretrained: Any, id2label: dict[int, str]) -> Any
 # The MLM head's vocabulary projection costs hidden x vocabulary MACs per token (256 x 30522
 # is 7.8M, more than a small encoder), yet only the ~15% masked tokens have a label. The head
 # works on each position alone, so running it on the masked positions only gives the same loss
-# and gradients at a fraction of the cost. The heads of these model classes are one module.
-MLM_HEADS = {"BertForMaskedLM": "cls", "RobertaForMaskedLM": "lm_head"}
+# and gradients at a fraction of the cost. The adapter names the head when it is one module.
 
 
 class MaskedLMTrainer(transformers.Trainer):
@@ -184,7 +184,7 @@ def masked_positions_loss(
     labels = inputs["labels"]  # (batch, tokens), -100 where nothing is predicted
     picked = labels != -100
     features = {k: v for k, v in inputs.items() if k != "labels"}
-    head_name = MLM_HEADS.get(type(inner).__name__)
+    head_name = _mlm_head(inner)
     if head_name is None:
         logits = model(**features).logits[picked]
     else:
@@ -198,3 +198,10 @@ def masked_positions_loss(
             only_picked.remove()
     total = torch.nn.functional.cross_entropy(logits.float(), labels[picked], reduction="sum")
     return total / (picked.sum() if num_items is None else num_items)
+
+
+def _mlm_head(model: Any) -> str | None:
+    """The attribute of `model`'s masked-LM head when the adapter knows it is one module."""
+    if not type(model).__name__.endswith("ForMaskedLM"):
+        return None
+    return get_adapter(model).mlm_head
