@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 
 import torch
 import transformers
+from _gpu import device_timer, machine_info
 
 import compresskit
 import compresskit.machine
@@ -147,28 +147,6 @@ def inputs(vocab: int, batch_size: int, args: argparse.Namespace) -> dict[str, t
 
 
 # --- timing ------------------------------------------------------------------------------------
-def make_timer(device: str) -> Callable[[Callable[[], Any]], float]:
-    if device.startswith("cuda"):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-        def on_gpu(call: Callable[[], Any]) -> float:
-            torch.cuda.synchronize()
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3
-
-        return on_gpu
-
-    def on_cpu(call: Callable[[], Any]) -> float:
-        begin = time.perf_counter()
-        call()
-        return time.perf_counter() - begin
-
-    return on_cpu
-
-
 def logits_of(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.inference_mode():
         return model(**batch).logits
@@ -177,7 +155,7 @@ def logits_of(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def measure_case(
     calls: dict[str, Callable[[], Any]], args: argparse.Namespace
 ) -> dict[str, list[float]]:
-    timer = make_timer(args.device)
+    timer = device_timer(args.device)
     for _ in range(args.warmup):
         for call in calls.values():
             timer(call)
@@ -298,20 +276,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --- report ------------------------------------------------------------------------------------
-def machine_info(device: str) -> dict[str, Any]:
-    info = compresskit.machine.machine_info() | {"load_average_1m": os.getloadavg()[0]}
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(0)
-        info |= {
-            "gpu": props.name,
-            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-            "cuda_runtime": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        }
-    return info
-
-
 def rounded(round_to: int) -> str:
     return f" (rounded to multiples of {round_to})" if round_to > 1 else ""
 

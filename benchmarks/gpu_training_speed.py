@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import statistics
 import sys
 import time
@@ -47,6 +46,7 @@ from typing import Any
 
 import torch
 import transformers
+from _gpu import device_timer, machine_info
 from torch import nn
 
 import compresskit
@@ -217,30 +217,6 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_call(device: str) -> Callable[[Callable[[], None]], float]:
-    """A function that runs a call and returns its seconds: CUDA events around it on a GPU
-    (after a synchronisation, so nothing queued before counts), the host clock on the CPU."""
-    if device.startswith("cuda"):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-        def on_gpu(call: Callable[[], None]) -> float:
-            torch.cuda.synchronize()
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3
-
-        return on_gpu
-
-    def on_cpu(call: Callable[[], None]) -> float:
-        begin = time.perf_counter()
-        call()
-        return time.perf_counter() - begin
-
-    return on_cpu
-
-
 def autocast_for(device: str, dtype: torch.dtype | None) -> Callable[[], Any]:
     if dtype is None:
         return contextlib.nullcontext
@@ -252,7 +228,7 @@ def time_variants(
     variants: dict[str, Variant], batch: dict[str, torch.Tensor], args: argparse.Namespace
 ) -> dict[str, dict[str, list[float]]]:
     """Seconds of every timed step: {dtype: {variant: [...]}}."""
-    timer = timed_call(args.device)
+    timer = device_timer(args.device)
     times: dict[str, dict[str, list[float]]] = {}
     for dtype_name in args.dtypes:
         autocast = autocast_for(args.device, DTYPES[dtype_name])
@@ -359,20 +335,6 @@ def quartiles(values: list[float]) -> list[float]:
         return [values[0]] * 3
     q = statistics.quantiles(values, n=4)
     return [q[0], statistics.median(values), q[2]]
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    info = compresskit.machine.machine_info() | {"load_average_1m": os.getloadavg()[0]}
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(0)
-        info |= {
-            "gpu": props.name,
-            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-            "cuda_runtime": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        }
-    return info
 
 
 def describe_machine(m: dict[str, Any]) -> str:

@@ -320,10 +320,7 @@ def _replace(new: Path, target: Path) -> None:
     old = target.with_name(f"{_scratch_prefix(target)}{os.getpid()}-old")
     os.replace(target, old)
     os.replace(new, target)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink()
+    _remove(old)
 
 
 def _clean_up_after_killed_writers(target: Path) -> None:
@@ -336,10 +333,15 @@ def _clean_up_after_killed_writers(target: Path) -> None:
             continue
         if leftover.name.endswith("-old") and not target.exists():
             os.replace(leftover, target)
-        elif leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
         else:
-            leftover.unlink()
+            _remove(leftover)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _is_running(pid: int) -> bool:

@@ -1,10 +1,17 @@
-"""Assertions shared by test modules."""
+"""Assertions, a tiny dataset, and process and plugin helpers shared by test modules."""
 
 from __future__ import annotations
 
 import copy
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import torch
+from conftest import VOCAB
 from torch import nn
 
 import compresskit
@@ -46,3 +53,47 @@ def assert_pruned_equals_masked(
     )
     assert diff <= atol, f"pruned differs from masked by {diff:.3g} (> {atol})"
     return pruned
+
+
+class RandomTokens(torch.utils.data.Dataset):
+    """`size` sequences of 12 random tokens, labelled by whether the second token is in the
+    upper half of the vocabulary (something a tiny model can learn)."""
+
+    def __init__(self, size: int = 64, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.input_ids = torch.randint(3, VOCAB, (size, 12), generator=g)
+        self.labels = (self.input_ids[:, 1] >= VOCAB // 2).long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+
+def kill_when(process: subprocess.Popen[bytes], path: Path, timeout: float = 240) -> None:
+    """SIGKILL `process` as soon as `path` exists (it must still be running then)."""
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def install_plugin(source: Path, site: Path, pyproject: str, modules: dict[str, str]) -> Path:
+    """Write a package (pyproject.toml and its modules) into `source` and pip-install it,
+    entry points and all, into `site` (put it on PYTHONPATH to use it)."""
+    (source / "pyproject.toml").write_text(pyproject)
+    for name, code in modules.items():
+        (source / f"{name}.py").write_text(textwrap.dedent(code))
+    subprocess.run(
+        [
+            *[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"],
+            *["--no-build-isolation", "--target", str(site), str(source)],
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return site

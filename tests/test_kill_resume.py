@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers import kill_when
 
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
@@ -35,16 +34,6 @@ def prune_command(model: Path, data: Path, output: Path, *extra: str) -> list[st
 
 def environment() -> dict[str, str]:
     return os.environ | {"OMP_NUM_THREADS": "1"}
-
-
-def kill_when(process: subprocess.Popen[bytes], path: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
 
 
 def outcome(output: Path) -> dict[str, object]:

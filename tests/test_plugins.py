@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_model
+from helpers import install_plugin
 
 import compresskit
 
@@ -49,28 +50,12 @@ highest = "ck_plugin_demo:HighestIndexFirst"
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
-    source = tmp_path_factory.mktemp("plugin-src")
-    (source / "pyproject.toml").write_text(PYPROJECT)
-    (source / "ck_plugin_demo.py").write_text(textwrap.dedent(PLUGIN_MODULE))
-    site = tmp_path_factory.mktemp("plugin-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-index",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
+    return install_plugin(
+        tmp_path_factory.mktemp("plugin-src"),
+        tmp_path_factory.mktemp("plugin-site"),
+        PYPROJECT,
+        {"ck_plugin_demo": PLUGIN_MODULE},
     )
-    return site
 
 
 def run_cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 import transformers
-from conftest import VOCAB, tiny_model
+from conftest import tiny_model
+from helpers import RandomTokens
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import compresskit
@@ -142,22 +143,6 @@ def test_end_search_caps_with_the_mask_now_and_the_plan_uses_the_scores_then():
 # A coefficient step of 1e-9 rounds away at 1.0 in float32: the coefficients, and so every
 # mask, stay exactly as they are, and the ticket is drawn as soon as the window is full.
 FROZEN = 1e-9
-
-
-class RandomTokens(torch.utils.data.Dataset):
-    """64 sequences of 12 random tokens, labelled by whether the second token is in the upper
-    half of the vocabulary (something a tiny model can learn)."""
-
-    def __init__(self, size: int = 64, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.input_ids = torch.randint(3, VOCAB, (size, 12), generator=g)
-        self.labels = (self.input_ids[:, 1] >= VOCAB // 2).long()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
 class Spy(TrainerCallback):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import VOCAB, tiny_model
-from helpers import assert_pruned_equals_masked, max_diff_at_tokens, outputs
+from helpers import RandomTokens, assert_pruned_equals_masked, max_diff_at_tokens, outputs
 from transformers import Trainer, TrainingArguments
 
 import compresskit
@@ -25,19 +25,6 @@ from compresskit.strategies.base import SearchRecord, TrainingTimeStrategy
 TRAINING_TIME = [n for n in strategy_names() if get_strategy_class(n).kind == "training-time"]
 RATIOS = {"heads_ratio": 0.25, "ffn_ratio": 0.5}
 LAYERS, HEADS, FFN, STEPS = 2, 4, 16, 8
-
-
-class Tokens(torch.utils.data.Dataset):
-    def __init__(self, size: int = 64) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.input_ids = torch.randint(3, VOCAB, (size, 12), generator=g)
-        self.labels = (self.input_ids[:, 1] >= VOCAB // 2).long()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
 def search(name: str, tmp_path: Path) -> tuple[TrainingTimeStrategy, torch.nn.Module]:
@@ -56,7 +43,7 @@ def search(name: str, tmp_path: Path) -> tuple[TrainingTimeStrategy, torch.nn.Mo
         seed=0,
     )
     Trainer(
-        model=model, args=args, train_dataset=Tokens(), callbacks=[StrategyCallback(strategy)]
+        model=model, args=args, train_dataset=RandomTokens(), callbacks=[StrategyCallback(strategy)]
     ).train()
     return strategy, model
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from helpers import install_plugin, kill_when
 
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
@@ -117,19 +115,12 @@ TRAIN = ["--task", "sst2", "--epochs", "2", "--batch-size", "8", "--max-seq-len"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = tmp_path_factory.mktemp("plugin-src")
-    (source / "pyproject.toml").write_text(PYPROJECT)
-    (source / "ck_gradient_sum.py").write_text(textwrap.dedent(PLUGIN_MODULE))
-    site = tmp_path_factory.mktemp("plugin-site")
-    subprocess.run(
-        [
-            *[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"],
-            *["--no-build-isolation", "--target", str(site), str(source)],
-        ],
-        check=True,
-        capture_output=True,
+    return install_plugin(
+        tmp_path_factory.mktemp("plugin-src"),
+        tmp_path_factory.mktemp("plugin-site"),
+        PYPROJECT,
+        {"ck_gradient_sum": PLUGIN_MODULE},
     )
-    return site
 
 
 @pytest.fixture(scope="module")
@@ -191,14 +182,9 @@ def test_a_run_killed_mid_search_resumes_to_the_same_decision(site, inputs, tmp_
     process = subprocess.Popen(
         command(site, inputs, output, *extra), env=environment(site), stderr=subprocess.DEVNULL
     )
-    marker = output.with_name("out.run") / "search" / "checkpoint-4" / "search_state.json"
-    deadline = time.monotonic() + 240
-    while not marker.is_file():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, f"{marker} did not appear"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when(
+        process, output.with_name("out.run") / "search" / "checkpoint-4" / "search_state.json"
+    )
     resumed = run(site, command(site, inputs, output, *extra, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected, got = outcome(tmp_path / "reference"), outcome(output)

@@ -1,0 +1,52 @@
+"""What the GPU benchmarks share: a timer for the device, and the machine they ran on. Not a
+benchmark itself (.ci/run skips files starting with "_")."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import compresskit.machine
+
+
+def device_timer(device: str) -> Callable[[Callable[[], Any]], float]:
+    """A function that runs a call and returns its seconds: CUDA events around it on a GPU
+    (after a synchronisation, so nothing queued before counts), the host clock on the CPU."""
+    if device.startswith("cuda"):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def on_gpu(call: Callable[[], Any]) -> float:
+            torch.cuda.synchronize()
+            start.record()
+            call()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+
+        return on_gpu
+
+    def on_cpu(call: Callable[[], Any]) -> float:
+        begin = time.perf_counter()
+        call()
+        return time.perf_counter() - begin
+
+    return on_cpu
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """compresskit's machine record, the load average, and the GPU when there is one."""
+    info = compresskit.machine.machine_info() | {"load_average_1m": os.getloadavg()[0]}
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(0)
+        info |= {
+            "gpu": props.name,
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "cuda_runtime": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        }
+    return info
