@@ -44,6 +44,8 @@ class _Group(click.Group):
         except click.ClickException:
             raise
         except BaseException as err:
+            if _terminated_by is not None:  # whatever a library made of the SystemExit
+                raise SystemExit(128 + _terminated_by) from None
             if os.environ.get(DEBUG_ENV) == "1" or isinstance(err, SystemExit):
                 raise
             raise _exit_line(*_one_line(err)) from None
@@ -603,7 +605,14 @@ def main() -> None:
         sys.exit(130)
 
 
+# The signal that ended the command, if one did: the exception it raised may reach the
+# boundary changed (a library that catches it and raises its own), the exit status may not.
+_terminated_by: int | None = None
+
+
 def _terminated(signum: int, frame: Any) -> None:
+    global _terminated_by
+    _terminated_by = signum
     raise SystemExit(128 + signum)
 
 

@@ -192,6 +192,9 @@ class TrainingTimeStrategy(Strategy):
     """
 
     kind: ClassVar[str] = "training-time"
+    # Options under which the strategy decides within a few dozen steps of a tiny model, for
+    # tests and smoke runs (every test of the contract runs each registered strategy so).
+    quick_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     # --- 1. attach ------------------------------------------------------------------------------
     def attach(self, model: nn.Module, *, as_submodule: bool = False) -> Any:

@@ -605,6 +605,9 @@ class EarlyBirdStrategy(TrainingTimeStrategy):
     pretraining_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType(
         {"ffn_ratio": 0.3, "rewind": False}
     )
+    quick_options: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {"mask_interval": 2, "window": 4, "eps": 0.1, "coef_lr": 0.05}
+    )
 
     def __init__(self, config: StrategyConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)

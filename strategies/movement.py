@@ -32,7 +32,9 @@ contract alone: no change to the loss, the model or the optimizer.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -90,6 +92,9 @@ class MovementStrategy(TrainingTimeStrategy):
 
     Config: ClassVar[type[StrategyConfig]] = MovementConfig
     config: MovementConfig
+    quick_options: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {"schedule_start": 0.1, "schedule_end": 0.5}
+    )
 
     def __init__(self, config: StrategyConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 import compresskit
+from compresskit.registry import get_strategy_class, strategy_names
 from compresskit.testing import (
     write_tiny_checkpoint,
     write_tiny_sentiment,
@@ -128,31 +129,43 @@ def test_one_process_agrees_with_itself(value):
 
 
 # --- two processes compute what one computes --------------------------------------------------
-EARLYBIRD_SST2 = [
-    "prune", "--strategy", "earlybird", "--model", "model", "--task", "sst2", "--data", "data",
-    "--epochs", "3", "--max-seq-len", "16", "--mask-interval", "1", "--window", "3",
-    "--eps", "0.05", "--lr", "1e-3", "--no-progress", "--seed", "0",
+SST2 = [
+    "prune", "--model", "model", "--task", "sst2", "--data", "data", "--epochs", "3",
+    "--max-seq-len", "16", "--lr", "1e-3", "--no-progress", "--seed", "0",
 ]  # fmt: skip
+TRAINING_TIME = [n for n in strategy_names() if get_strategy_class(n).kind == "training-time"]
 
 
-def test_two_processes_train_what_one_process_trains_with_the_global_batch(tmp_path):
+def quick(strategy: str) -> list[str]:
+    """`--strategy NAME` and its quick options, under which it decides within a few steps."""
+    options = get_strategy_class(strategy).quick_options.items()  # type: ignore[attr-defined]
+    return [
+        *["--strategy", strategy],
+        *[arg for key, value in options for arg in ("--set", f"{key}={json.dumps(value)}")],
+    ]
+
+
+@pytest.mark.parametrize("strategy", TRAINING_TIME)
+def test_two_processes_train_what_one_process_trains_with_the_global_batch(tmp_path, strategy):
     """Without dropout, training is a function of the data order, which the sampler's seed
     fixes: two processes with batch 8 see each step the 16 examples that one process with
     batch 16 sees, so the search, the plan and the trained weights must come out the same
-    (up to the order of floating-point sums). Before the classifiers' loss was declared a
-    per-process mean, the Trainer doubled it and the weights differed by 0.12."""
+    (up to the order of floating-point sums), for every training-time strategy. Before the
+    classifiers' loss was declared a per-process mean, the Trainer doubled it and earlybird's
+    weights differed by 0.12."""
     write_tiny_checkpoint(tmp_path / "model", dropout=0.0)
     write_tiny_sentiment(tmp_path / "data")
-    one = run([sys.executable, "-m", "compresskit", *EARLYBIRD_SST2, "--batch-size", "16",
+    command = [*SST2, *quick(strategy)]
+    one = run([sys.executable, "-m", "compresskit", *command, "--batch-size", "16",
                "--output", "one"], tmp_path)  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
-    two = torchrun(["-m", "compresskit", *EARLYBIRD_SST2, "--batch-size", "8",
+    two = torchrun(["-m", "compresskit", *command, "--batch-size", "8",
                     "--output", "two"], tmp_path / "logs", tmp_path)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two")]
     assert [r["global_batch_size"] for r in reports] == [16, 16]
-    assert reports[0]["search"] == reports[1]["search"]  # every distance, the same ticket
-    assert reports[0]["search"]["state"] == "drawn"
+    assert reports[0]["search"] == reports[1]["search"]  # every step it watched, the decision
+    assert reports[0]["search"]["decided_at"] is not None
     assert reports[0]["metrics"] == reports[1]["metrics"]
     alone, shared = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert alone.keys() == shared.keys()

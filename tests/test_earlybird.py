@@ -579,3 +579,20 @@ def test_the_module_docstring_example_runs():
     inputs = batch(model.eval())  # the example left it in training mode
     expected = outputs(compresskit.prune(initial, plan), inputs)
     assert max_diff_at_tokens(outputs(model, inputs), expected, inputs["attention_mask"]) == 0.0
+
+
+def test_the_ticket_is_drawn_before_the_schedule_ends_and_no_rewind_trains_on(tiny_task, tmp_path):
+    from compresskit.train.run import TrainingOptions, TrainJob, run_training
+
+    model, data = tiny_task
+    training = TrainingOptions(epochs=2, batch_size=16, lr=5e-3, max_seq_len=16, progress=False)
+    options = {"heads_ratio": 0.25, "ffn_ratio": 0.5, "mask_interval": 1, "window": 3}
+    job = TrainJob(
+        str(model), "earlybird", "sst2", str(data), tmp_path / "out",
+        options=options | {"coef_lr": 0.05, "rewind": False}, training=training,
+    )  # fmt: skip
+    report = run_training(job)
+    assert report.search is not None and report.search.state == "drawn"
+    assert report.steps == {"search": report.search.decided_at, "train": 16}
+    assert report.search.decided_at is not None and report.search.decided_at < 16
+    assert report.strategy["config"]["rewind"] is False  # the slim model trains on from there

@@ -42,7 +42,9 @@ def random_plan(data: st.DataObject) -> PruningPlan:
 @given(data=st.data())
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_random_plans_are_exact(model_type, data):
-    model = tiny_model(model_type, layers=LAYERS, heads=HEADS, ffn=FFN)
+    # In float64: hypothesis explores until it finds the plan whose float32 rounding noise is
+    # largest (1.03e-5 was seen), and rounding is not what this test is about.
+    model = tiny_model(model_type, layers=LAYERS, heads=HEADS, ffn=FFN).double()
     assert_pruned_equals_masked(model, random_plan(data), batch(model))
 
 

@@ -1,4 +1,5 @@
-"""The fine-tuning pipeline end to end on a tiny model and task: earlybird searches and draws
+"""The fine-tuning pipeline end to end on a tiny model and task: every training-time strategy
+searches and decides
 its ticket at the same step every run, the baselines go through the same steps with the same
 hyper-parameters, outputs load, and an interrupted run resumes."""
 
@@ -34,71 +35,77 @@ from compresskit.train.run import (
 # 128 examples, batch 16: 8 steps an epoch, 16 in all.
 TRAINING = TrainingOptions(epochs=2, batch_size=16, lr=5e-3, max_seq_len=16, progress=False)
 STEPS = 16
-EARLYBIRD = {
-    "heads_ratio": 0.25,
-    "ffn_ratio": 0.5,
-    "mask_interval": 1,
-    "window": 3,
-    "coef_lr": 0.05,
-}
 ONE_SHOT = {"heads_ratio": 0.25, "ffn_ratio": 0.5}
+TRAINING_TIME = [n for n in strategy_names() if get_strategy_class(n).kind == "training-time"]
 
 
-def make_job(tiny_task: tuple[Path, Path], output: Path, **changes: Any) -> TrainJob:
+def options_of(strategy: str) -> dict[str, Any]:
+    """The ratios, and a training-time strategy's quick options (it decides within 16 steps)."""
+    if strategy == "none":
+        return {}
+    quick = getattr(get_strategy_class(strategy), "quick_options", {})
+    return ONE_SHOT | dict(quick)
+
+
+def make_job(tiny_task: tuple[Path, Path], output: Path, strategy: str, **changes: Any) -> TrainJob:
     model, data = tiny_task
     job = TrainJob(
         model=str(model),
-        strategy="earlybird",
+        strategy=strategy,
         task="sst2",
         data=str(data),
         output=output,
-        options=EARLYBIRD,
+        options=options_of(strategy),
         training=TRAINING,
     )
     return replace(job, **changes)
 
 
+@pytest.fixture(scope="module", params=TRAINING_TIME)
+def strategy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def earlybird_runs(
-    tiny_task: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+def searched_runs(
+    strategy: str, tiny_task: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> list[TrainReport]:
-    root = tmp_path_factory.mktemp("earlybird_runs")
-    return [run_training(make_job(tiny_task, root / f"run{i}")) for i in range(2)]
+    root = tmp_path_factory.mktemp(f"{strategy}_runs")
+    return [run_training(make_job(tiny_task, root / f"run{i}", strategy)) for i in range(2)]
 
 
-# --- earlybird -------------------------------------------------------------------------------
-def test_seeded_earlybird_draws_the_ticket_at_the_same_step_every_run(
-    earlybird_runs: list[TrainReport],
+# --- every training-time strategy ------------------------------------------------------------
+def test_a_seeded_search_decides_at_the_same_step_every_run(
+    searched_runs: list[TrainReport],
 ) -> None:
-    first, second = earlybird_runs
+    first, second = searched_runs
     assert first.search is not None and second.search is not None
-    assert first.search.state == "drawn"
     assert first.search.decided_at == second.search.decided_at
     assert first.search.history == second.search.history
-    manifests = [json.loads((r.job.output / MANIFEST).read_text()) for r in earlybird_runs]
+    manifests = [json.loads((r.job.output / MANIFEST).read_text()) for r in searched_runs]
     assert manifests[0]["layers"] == manifests[1]["layers"]
 
 
-def test_the_search_stops_at_the_ticket_and_the_slim_model_trains_the_full_schedule(
-    earlybird_runs: list[TrainReport],
+def test_the_search_stops_at_its_decision_and_the_slim_model_trains_the_full_schedule(
+    searched_runs: list[TrainReport],
 ) -> None:
-    report = earlybird_runs[0]
-    assert report.search is not None
+    report = searched_runs[0]
+    assert report.search is not None and report.search.decided_at is not None
     assert report.steps == {"search": report.search.decided_at, "train": STEPS}
-    assert report.search.decided_at is not None and report.search.decided_at < STEPS
+    assert report.search.decided_at <= STEPS
 
 
-def test_pruned_shapes_match_the_ratios(earlybird_runs: list[TrainReport]) -> None:
-    model = compresskit.load(earlybird_runs[0].job.output)
+def test_pruned_shapes_match_the_ratios(searched_runs: list[TrainReport]) -> None:
+    model = compresskit.load(searched_runs[0].job.output)
     plan = compresskit.PruningPlan.of_model(model)
     assert plan.heads_per_layer == [3, 3]  # 1 of 4 heads removed in each layer
     assert sum(plan.ffn_per_layer) == 16  # half of 2 x 16 neurons, ranked globally
 
 
 def test_the_saved_model_loads_and_scores_what_the_report_says(
-    earlybird_runs: list[TrainReport], tiny_task: tuple[Path, Path]
+    searched_runs: list[TrainReport], tiny_task: tuple[Path, Path]
 ) -> None:
-    report = earlybird_runs[0]
+    report = searched_runs[0]
     model = compresskit.load(report.job.output).eval()
     tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(report.job.output)
     dev = encode_split(load_task("sst2", tiny_task[1]), "dev", tokenizer, TRAINING.max_seq_len)
@@ -109,14 +116,14 @@ def test_the_saved_model_loads_and_scores_what_the_report_says(
 
 
 def test_outputs_record_plan_strategy_ticket_timings_and_figure(
-    earlybird_runs: list[TrainReport],
+    searched_runs: list[TrainReport],
 ) -> None:
-    out = earlybird_runs[0].job.output
+    out = searched_runs[0].job.output
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["strategy"]["strategy"] == "earlybird"
-    assert manifest["strategy"]["config"]["mask_interval"] == 1
-    assert manifest["search"]["decided_at"] == earlybird_runs[0].search.decided_at  # type: ignore[union-attr]
-    assert len(manifest["search"]["history"]) == manifest["search"]["decided_at"]
+    report = searched_runs[0]
+    assert manifest["strategy"] == report.strategy
+    assert report.search is not None and manifest["search"] == report.search.to_dict()
+    assert manifest["search"]["history"]
     assert manifest["task"] == {"name": "sst2", "labels": ["0", "1"]}
     report = json.loads((out / REPORT).read_text())
     assert set(report["seconds"]) == {
@@ -131,23 +138,13 @@ def test_outputs_record_plan_strategy_ticket_timings_and_figure(
     assert not out.with_name(out.name + ".run").exists()  # the work folder is cleaned up
 
 
-def test_no_rewind_trains_the_slim_model_from_the_searched_weights(
-    tiny_task: tuple[Path, Path], tmp_path: Path
-) -> None:
-    report = run_training(
-        make_job(tiny_task, tmp_path / "out", options=EARLYBIRD | {"rewind": False})
-    )
-    assert report.strategy["config"]["rewind"] is False
-    assert report.steps["train"] == STEPS
-
-
 # --- every strategy, and the dense reference ---------------------------------------------------
 @pytest.mark.parametrize("strategy", ["none", *strategy_names()])
 def test_every_strategy_runs_through_the_same_pipeline(
     strategy: str, tiny_task: tuple[Path, Path], tmp_path: Path
 ) -> None:
     options = {} if strategy == "none" else ONE_SHOT
-    report = run_training(make_job(tiny_task, tmp_path / "out", strategy=strategy, options=options))
+    report = run_training(make_job(tiny_task, tmp_path / "out", strategy, options=options))
     model = compresskit.load(tmp_path / "out")
     plan = compresskit.PruningPlan.of_model(model)
     assert (tmp_path / "out" / FIGURE).is_file()
@@ -168,7 +165,7 @@ def test_every_strategy_runs_through_the_same_pipeline(
 
 def test_none_refuses_pruning_options(tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--strategy none trains the dense model"):
-        run_training(make_job(tiny_task, tmp_path / "out", strategy="none", options=ONE_SHOT))
+        run_training(make_job(tiny_task, tmp_path / "out", "none", options=ONE_SHOT))
     assert not (tmp_path / "out.run").exists()
 
 
@@ -179,7 +176,7 @@ def test_an_existing_output_is_refused_before_any_work(
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(OutputExistsError):
-        run_training(make_job(tiny_task, tmp_path / "out"))
+        run_training(make_job(tiny_task, tmp_path / "out", "random"))
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
@@ -196,9 +193,9 @@ class _Interrupt(TrainerCallback):
 
 @pytest.fixture
 def interrupted(
-    tiny_task: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    strategy: str, tiny_task: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> TrainJob:
-    """A run interrupted one step into the slim training's second epoch."""
+    """A run interrupted one step past the middle of the slim training (after a checkpoint)."""
     real_trainer = run_module._trainer
 
     def trainer_that_stops(*args: Any, **kwargs: Any) -> Any:
@@ -207,7 +204,7 @@ def interrupted(
             trainer.add_callback(_Interrupt(STEPS // 2 + 1))
         return trainer
 
-    job = make_job(tiny_task, tmp_path / "out")
+    job = make_job(tiny_task, tmp_path / "out", strategy)
     with monkeypatch.context() as patch:
         patch.setattr(run_module, "_trainer", trainer_that_stops)
         with pytest.raises(KeyboardInterrupt):
@@ -222,10 +219,10 @@ def test_an_interrupted_run_leaves_its_work_and_no_output(interrupted: TrainJob)
 
 
 def test_resume_finishes_the_run_as_if_never_interrupted(
-    interrupted: TrainJob, earlybird_runs: list[TrainReport]
+    interrupted: TrainJob, searched_runs: list[TrainReport]
 ) -> None:
     report = run_training(replace(interrupted, resume=True))
-    reference = earlybird_runs[0]
+    reference = searched_runs[0]
     assert report.resumed and report.steps["train"] == STEPS
     assert report.search == reference.search
     resumed, whole = compresskit.load(interrupted.output), compresskit.load(reference.job.output)
