@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import transformers
 
 import compresskit.machine
 
@@ -50,3 +51,23 @@ def machine_info(device: str) -> dict[str, Any]:
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         }
     return info
+
+
+def classifier(model: Any, smoke: bool) -> transformers.PreTrainedModel:
+    """The model a GPU benchmark times: `model`'s encoder under a 2-label classification head,
+    or, for `--smoke` (CI, on the CPU), a tiny random BERT; seeded either way."""
+    torch.manual_seed(0)
+    if smoke:
+        config = transformers.BertConfig(
+            vocab_size=128,
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            num_labels=2,
+        )
+        return transformers.BertForSequenceClassification(config)
+    if not (model / "config.json").is_file():
+        raise SystemExit(f"no model at {model}: pass --model or use --smoke")
+    return transformers.AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)

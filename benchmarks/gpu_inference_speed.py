@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
-from _gpu import device_timer, machine_info
+from _gpu import classifier, device_timer, machine_info
 
 import compresskit
 import compresskit.machine
+from compresskit.bench import percentile
 
 MINILM = Path(__file__).resolve().parents[2] / "shared" / "models" / "minilm-l6-h384-uncased"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -98,24 +98,7 @@ def _names(text: str) -> list[str]:
 
 # --- the models --------------------------------------------------------------------------------
 def load_models(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    torch.manual_seed(0)
-    if args.smoke:
-        config = transformers.BertConfig(
-            vocab_size=128,
-            hidden_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=6,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            num_labels=2,
-        )
-        dense = transformers.BertForSequenceClassification(config)
-    else:
-        if not (args.model / "config.json").is_file():
-            raise SystemExit(f"no model at {args.model}: pass --model or use --smoke")
-        dense = transformers.AutoModelForSequenceClassification.from_pretrained(
-            args.model, num_labels=2
-        )
+    dense = classifier(args.model, args.smoke)
     dense.eval()
     strategy = compresskit.get_strategy(
         "magnitude", heads_ratio=args.heads_ratio, ffn_ratio=args.ffn_ratio, round_to=args.round_to
@@ -265,14 +248,6 @@ def _dynamo_counts() -> tuple[int, int]:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"]), sum(counters["graph_break"].values())
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 # --- report ------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 import transformers
-from _gpu import device_timer, machine_info
+from _gpu import classifier, device_timer, machine_info
 from torch import nn
 
 import compresskit
@@ -106,21 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # --- the models --------------------------------------------------------------------------------
 def load_model(args: argparse.Namespace) -> transformers.PreTrainedModel:
-    torch.manual_seed(0)
-    if args.smoke:
-        config = transformers.BertConfig(
-            vocab_size=128,
-            hidden_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=6,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            num_labels=2,
-        )
-        return transformers.BertForSequenceClassification(config)
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"no model at {args.model}: pass --model or use --smoke")
-    return transformers.AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    return classifier(args.model, args.smoke)
 
 
 def make_batch(vocab: int, args: argparse.Namespace) -> dict[str, torch.Tensor]:
