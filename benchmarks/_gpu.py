@@ -71,3 +71,15 @@ def classifier(model: Any, smoke: bool) -> transformers.PreTrainedModel:
     if not (model / "config.json").is_file():
         raise SystemExit(f"no model at {model}: pass --model or use --smoke")
     return transformers.AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """One line for a report: the GPU if any, the CPU, the versions and the load average."""
+    where = ""
+    if "gpu" in m:
+        where = f"{m['gpu']} ({m['gpu_memory_gib']} GiB), CUDA {m['cuda_runtime']}"
+    cpu = f"{m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch threads"
+    return (
+        f"{where + '; ' if where else ''}{cpu}; torch {m['torch']}, transformers "
+        f"{m['transformers']}, Python {m['python']}; 1-min load average {m['load_average_1m']:.2f}"
+    )

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _gpu import classifier, device_timer, machine_info
+from _gpu import classifier, describe_machine, device_timer, machine_info
 
 import compresskit
 import compresskit.machine
@@ -257,7 +257,6 @@ def rounded(round_to: int) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     shapes, m = result["shapes"], result["machine"]
-    where = f"{m['gpu']}, CUDA {m['cuda_runtime']}; " if "gpu" in m else ""
     lines = [
         f"# Inference: pruned vs dense in PyTorch ({result['mode']})",
         "",
@@ -295,8 +294,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Skipped (time budget): {', '.join(result['skipped'])}."]
     lines += [
         "",
-        f"Machine: {where}{m['cpu']}, {m['logical_cores']} logical cores; torch {m['torch']}, "
-        f"transformers {m['transformers']}, Python {m['python']}.",
+        f"Machine: {describe_machine(m)}.",
         "",
         f"Command: `{result['command']}`",
     ]

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 import transformers
-from _gpu import classifier, device_timer, machine_info
+from _gpu import classifier, describe_machine, device_timer, machine_info
 from torch import nn
 
 import compresskit
@@ -321,17 +321,6 @@ def quartiles(values: list[float]) -> list[float]:
         return [values[0]] * 3
     q = statistics.quantiles(values, n=4)
     return [q[0], statistics.median(values), q[2]]
-
-
-def describe_machine(m: dict[str, Any]) -> str:
-    where = ""
-    if "gpu" in m:
-        where = f"{m['gpu']} ({m['gpu_memory_gib']} GiB), CUDA {m['cuda_runtime']}"
-    cpu = f"{m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch threads"
-    return (
-        f"{where + '; ' if where else ''}{cpu}; torch {m['torch']}, transformers "
-        f"{m['transformers']}, Python {m['python']}; 1-min load average {m['load_average_1m']:.2f}"
-    )
 
 
 def rounded(round_to: int) -> str:
