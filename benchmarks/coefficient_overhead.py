@@ -35,7 +35,6 @@ import compresskit.machine
 
 # isort: split
 # (ruff files compresskit.strategies, which installs from strategies/, under third-party)
-from compresskit.strategies.earlybird import EarlyBirdStrategy
 
 MINILM = Path(__file__).resolve().parents[2] / "shared" / "models" / "minilm-l6-h384-uncased"
 
@@ -105,7 +104,7 @@ def step_fn(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plain = load_model(args).train()
     slim = copy.deepcopy(plain)
-    strategy = EarlyBirdStrategy(rewind=False)
+    strategy = compresskit.get_strategy("earlybird", rewind=False)
     strategy.attach(slim)
     batch = make_batch(plain.config.vocab_size, args.batch_size, args.seq_len)
     steps = {
@@ -131,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summarise(args, times, mask_seconds, strategy, load_before)
 
 
-def time_mask_draw(strategy: EarlyBirdStrategy, repeats: int = 20) -> float:
+def time_mask_draw(strategy: Any, repeats: int = 20) -> float:
     """Median seconds to turn the coefficients into a mask (done every mask_interval steps)."""
     samples = []
     for _ in range(repeats):
@@ -145,7 +144,7 @@ def summarise(
     args: argparse.Namespace,
     times: dict[str, list[float]],
     mask_seconds: float,
-    strategy: EarlyBirdStrategy,
+    strategy: Any,
     load_before: tuple[float, float, float],
 ) -> dict[str, Any]:
     plain, slim = statistics.median(times["plain"]), statistics.median(times["coefficients"])

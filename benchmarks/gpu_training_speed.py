@@ -54,7 +54,7 @@ import compresskit.machine
 
 # isort: split
 # (ruff files compresskit.strategies, which installs from strategies/, under third-party)
-from compresskit.strategies.earlybird import EarlyBirdStrategy
+from compresskit.strategies.base import TrainingTimeStrategy
 
 MINILM = Path(__file__).resolve().parents[2] / "shared" / "models" / "minilm-l6-h384-uncased"
 VARIANTS = ("dense", "search", "slim")
@@ -143,9 +143,11 @@ class Variant:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        strategy: EarlyBirdStrategy | None = None,
+        strategy: TrainingTimeStrategy | None = None,
     ) -> None:
         self.model, self.optimizer, self.strategy = model.train(), optimizer, strategy
+        # The L1 term goes into backward, before clipping, as in the training pipeline.
+        self.hooks = [] if strategy is None else strategy.gradient_hooks()
 
     def step(self, batch: dict[str, torch.Tensor], autocast: Any) -> None:
         with autocast():
@@ -153,7 +155,7 @@ class Variant:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
         if self.strategy is not None:
-            self.strategy._require_coefficients().apply_l1_subgradient()
+            self.strategy.before_optimizer_step()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -162,12 +164,14 @@ def build_variants(args: argparse.Namespace) -> tuple[dict[str, Variant], dict[s
     base = load_model(args)
     dense = copy.deepcopy(base).to(args.device)
     search_model = copy.deepcopy(base).to(args.device)
-    strategy = EarlyBirdStrategy(
+    strategy = compresskit.get_strategy(
+        "earlybird",
         heads_ratio=args.heads_ratio,
         ffn_ratio=args.ffn_ratio,
         mask_interval=args.mask_interval,
         rewind=False,
     )
+    assert isinstance(strategy, TrainingTimeStrategy)
     coefficients = strategy.attach(search_model, as_submodule=True)
     own = {id(p) for p in coefficients.parameters()}
     magnitude = compresskit.get_strategy(
@@ -233,7 +237,7 @@ def time_variants(
     return times
 
 
-def time_mask_draw(strategy: EarlyBirdStrategy, device: str, repeats: int = 20) -> float:
+def time_mask_draw(strategy: Any, device: str, repeats: int = 20) -> float:
     """Median seconds to turn the coefficients into a mask (copied to the CPU, ranked)."""
     samples = []
     for _ in range(repeats):

@@ -97,3 +97,26 @@ def install_plugin(source: Path, site: Path, pyproject: str, modules: dict[str, 
         capture_output=True,
     )
     return site
+
+
+# --- training-time strategies ------------------------------------------------------------------
+def training_time_strategies() -> list[str]:
+    """Every registered training-time strategy, plugins included: the tests that train take
+    their strategies from here, so a new one needs no new test code."""
+    from compresskit.registry import get_strategy_class, strategy_names
+
+    return [n for n in strategy_names() if get_strategy_class(n).kind == "training-time"]
+
+
+def quick_args(strategy: str) -> list[str]:
+    """`--strategy NAME` and its quick options (`--set KEY=VALUE`), under which it decides
+    within a few steps of a tiny run."""
+    import json
+
+    from compresskit.registry import get_strategy_class
+
+    options = getattr(get_strategy_class(strategy), "quick_options", {})
+    return [
+        *["--strategy", strategy],
+        *[arg for key, value in options.items() for arg in ("--set", f"{key}={json.dumps(value)}")],
+    ]

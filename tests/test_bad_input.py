@@ -22,6 +22,7 @@ import pytest
 import transformers
 from click.testing import CliRunner
 from conftest import tiny_model
+from helpers import training_time_strategies
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +43,7 @@ from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy, strategy_names
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment, write_tiny_tokenizer
 
+SEARCHING = training_time_strategies()[0]  # any training-time strategy
 PLAN = PruningPlan.from_lists([[0, 2, 3], [], [1]], [list(range(0, 40, 3)), [7], []])
 
 
@@ -185,7 +187,7 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
     ),
     "training strategy without a task": (
         lambda f, t, o: [
-            *["prune", "--strategy", "earlybird", "--model", str(f.dense), "--output", str(o)],
+            *["prune", "--strategy", SEARCHING, "--model", str(f.dense), "--output", str(o)],
         ],
         "prunes while training: give --task and --data",
     ),
@@ -394,7 +396,7 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
     ),
     "pre-training a model larger than memory": (
         lambda f, t, o: [
-            *["prune", "--strategy", "earlybird", "--task", "mlm", "--data", str(f.text)],
+            *["prune", "--strategy", SEARCHING, "--task", "mlm", "--data", str(f.text)],
             *["--config", "layers=48,hidden=8192,heads=64,ffn=32768", "--tokenizer", str(f.dense)],
             *["--output", str(o)],
         ],

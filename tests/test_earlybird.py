@@ -596,3 +596,45 @@ def test_the_ticket_is_drawn_before_the_schedule_ends_and_no_rewind_trains_on(ti
     assert report.steps == {"search": report.search.decided_at, "train": 16}
     assert report.search.decided_at is not None and report.search.decided_at < 16
     assert report.strategy["config"]["rewind"] is False  # the slim model trains on from there
+
+
+def test_earlybird_pre_training_defaults_are_the_papers_unless_set() -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from compresskit.train.run import TrainJob, _build_strategy
+
+    job = TrainJob("m", "earlybird", "mlm", "d", Path("o"))
+    config = _build_strategy(job).config  # type: ignore[union-attr]
+    assert (config.heads_ratio, config.ffn_ratio, config.rewind) == (1 / 3, 0.3, False)  # type: ignore[attr-defined]
+    mine = _build_strategy(replace(job, options={"ffn_ratio": 0.5, "rewind": True}))
+    assert (mine.config.ffn_ratio, mine.config.rewind) == (0.5, True)  # type: ignore[union-attr, attr-defined]
+    fine_tuning = _build_strategy(replace(job, task="sst2")).config  # type: ignore[union-attr]
+    assert fine_tuning.ffn_ratio == 0.4
+
+
+def test_earlybird_from_the_shell(tiny_task, tmp_path):
+    from click.testing import CliRunner
+
+    from compresskit.cli import cli
+
+    model, data = tiny_task
+    fast = ["--epochs", "1", "--batch-size", "16", "--lr", "5e-3", "--max-seq-len", "16"]
+    result = CliRunner().invoke(
+        cli,
+        [
+            "prune",
+            *("--strategy", "earlybird", "--model", str(model), "--task", "sst2"),
+            *("--data", str(data), "--output", str(tmp_path / "out"), *fast),
+            *("--heads-ratio", "0.25", "--ffn-ratio", "0.5", "--mask-interval", "1"),
+            *("--window", "3", "--eps", "0.2", "--coef-lr", "0.05", "--no-rewind", "--seed", "3"),
+            "--no-progress",
+        ],
+    )
+    code, output = result.exit_code, result.output
+    assert code == 0, output
+    assert "dev accuracy:" in output and "search: drawn at step" in output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    config = report["strategy"]["config"]
+    assert (config["window"], config["eps"], config["rewind"], config["seed"]) == (3, 0.2, False, 3)
+    assert report["training"]["seed"] == 3 and report["training"]["epochs"] == 1

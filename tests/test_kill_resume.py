@@ -13,25 +13,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import kill_when
+from helpers import kill_when, quick_args, training_time_strategies
 
-from compresskit.registry import get_strategy_class, strategy_names
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
 # 16 steps an epoch, 64 in all; with its quick options every strategy decides after step 6
-# (earlybird draws its ticket at step 24, movement's schedule ends at 32).
 SEARCH = ["--epochs", "4", "--batch-size", "8", "--max-seq-len", "16", "--save-every", "2",
           "--seed", "0", "--no-progress"]  # fmt: skip
 SEARCH_KILL_AFTER = "checkpoint-6"
-TRAINING_TIME = [n for n in strategy_names() if get_strategy_class(n).kind == "training-time"]
+TRAINING_TIME = training_time_strategies()
 
 
 def prune_command(strategy: str, model: Path, data: Path, output: Path, *extra: str) -> list[str]:
-    quick = get_strategy_class(strategy).quick_options.items()  # type: ignore[attr-defined]
     return [
-        *[sys.executable, "-m", "compresskit", "prune", "--strategy", strategy],
+        *[sys.executable, "-m", "compresskit", "prune", *quick_args(strategy)],
         *["--model", str(model), "--task", "sst2", "--data", str(data), "--output", str(output)],
-        *[arg for key, value in quick for arg in ("--set", f"{key}={json.dumps(value)}")],
         *SEARCH,
         *extra,
     ]

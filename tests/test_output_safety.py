@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import quick_args, training_time_strategies
 
 from compresskit.cli import cli
 from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
@@ -242,23 +243,30 @@ def test_every_failure_is_one_line_with_its_exit_status(proj, monkeypatch, error
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_training_run_keeps_what_resumes_and_no_lock(proj, stop):
     out = proj.parent / "out"
+    # Long enough (120 steps) that the signal lands while it trains.
+    long = ("--save-every", "1", "--epochs", "30")
     run = subprocess.Popen(
-        [sys.executable, "-m", "compresskit", *map(str, train(proj, out, "--save-every", "1"))],
+        [sys.executable, "-m", "compresskit", *map(str, train(proj, out, *long))],
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
-    checkpoint = out.with_name("out.run") / "train" / "checkpoint-1" / "trainer_state.json"
+    # Any checkpoint: the Trainer keeps the last two, so checkpoint-1 is gone by step 3.
+    train_stage = out.with_name("out.run") / "train"
     deadline = time.monotonic() + 120
-    while not checkpoint.is_file() and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while (
+        not any(train_stage.glob("checkpoint-*/trainer_state.json"))
+        and run.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
     run.send_signal(stop)
     _, stderr = run.communicate(timeout=60)
     if stop == signal.SIGTERM:
         # The signal lands at any point, cleanup code included, as a kill does: the status
         # says so, and the next run on the output continues and cleans up after it.
         assert run.returncode == 128 + signal.SIGTERM, (run.returncode, stderr[-1500:])
-        again = invoke(*train(proj, out, "--save-every", "1", "--resume", "--overwrite"))
+        again = invoke(*train(proj, out, *long, "--resume", "--overwrite"))
         assert again.exit_code == 0, again.output
         assert sorted(p.name for p in proj.parent.iterdir()) == ["out", "proj"]
         return
@@ -319,8 +327,8 @@ def test_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(proj, monkeypatch
 def test_a_pretraining_search_that_takes_the_whole_budget_says_so(proj):
     (proj / "text.txt").write_text("the movie was good and the plot was fine\n" * 40)
     result = invoke(
-        *["prune", "--strategy", "earlybird", "--model", proj / "model", "--task", "mlm"],
-        *["--data", proj / "text.txt", "--max-steps", "2", "--mask-interval", "50"],
+        *["prune", *quick_args(training_time_strategies()[0]), "--model", proj / "model"],
+        *["--task", "mlm", "--data", proj / "text.txt", "--max-steps", "2"],
         *["--max-seq-len", "16", "--no-progress", "--output", proj.parent / "out"],
     )
     assert result.exit_code == 0, result.output

@@ -7,32 +7,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import training_time_strategies
 
 from compresskit.cli import cli
 
+SEARCHING = training_time_strategies()[0]  # any training-time strategy
 FAST = ["--epochs", "1", "--batch-size", "16", "--lr", "5e-3", "--max-seq-len", "16"]
 
 
 def prune(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["prune", *args])
     return result.exit_code, result.output
-
-
-def test_earlybird_from_the_shell(tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
-    model, data = tiny_task
-    code, output = prune(
-        *("--strategy", "earlybird", "--model", str(model), "--task", "sst2"),
-        *("--data", str(data), "--output", str(tmp_path / "out"), *FAST),
-        *("--heads-ratio", "0.25", "--ffn-ratio", "0.5", "--mask-interval", "1"),
-        *("--window", "3", "--eps", "0.2", "--coef-lr", "0.05", "--no-rewind", "--seed", "3"),
-        "--no-progress",
-    )
-    assert code == 0, output
-    assert "dev accuracy:" in output and "search: drawn at step" in output
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    config = report["strategy"]["config"]
-    assert (config["window"], config["eps"], config["rewind"], config["seed"]) == (3, 0.2, False, 3)
-    assert report["training"]["seed"] == 3 and report["training"]["epochs"] == 1
 
 
 def test_a_recipe_sets_training_options(tiny_task: tuple[Path, Path], tmp_path: Path) -> None:
@@ -51,7 +36,7 @@ def test_a_recipe_sets_training_options(tiny_task: tuple[Path, Path], tmp_path: 
     ("args", "message"),
     [
         (["--strategy", "magnitude", "--epochs", "2"], "--epochs fine-tune(s) a model: --task"),
-        (["--strategy", "earlybird"], "prunes while training: give --task and --data"),
+        (["--strategy", SEARCHING], "prunes while training: give --task and --data"),
         (["--strategy", "taylor"], "scores with data: give --task and --data"),
         (["--strategy", "none", "--task", "sst2", "--heads-ratio", "0.3"], "drop heads_ratio"),
         (["--strategy", "magnitude", "--task", "sst2", "--eps", "0.1"], "unknown option(s) eps"),

@@ -1,6 +1,6 @@
-"""Masked-LM pre-training (`--task mlm`): a tiny BERT from scratch searches with earlybird,
-draws its ticket at the same step every run, continues for the rest of the step budget, and
-the slim model it saves loads and fine-tunes on a classification task."""
+"""Masked-LM pre-training (`--task mlm`): a tiny BERT from scratch searches with every
+training-time strategy, decides at the same step every run, continues for the rest of the step
+budget, and the slim model it saves loads and fine-tunes on a classification task."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import ARCHITECTURES, batch, tiny_model
-from helpers import assert_pruned_equals_masked
+from helpers import assert_pruned_equals_masked, training_time_strategies
 
 import compresskit
 from compresskit.cli import cli
 from compresskit.io import MANIFEST
+from compresskit.registry import get_strategy_class
 from compresskit.testing import write_tiny_sentiment, write_tiny_text, write_tiny_tokenizer
 from compresskit.train.mlm_model import classifier_from_pretrained, masked_positions_loss
 from compresskit.train.run import REPORT, TrainingOptions, TrainJob, TrainReport, run_training
@@ -28,7 +29,7 @@ BUDGET = 40
 TRAINING = TrainingOptions(
     max_steps=BUDGET, batch_size=16, lr=5e-3, max_seq_len=16, progress=False, eval_every=10
 )
-EARLYBIRD = {"heads_ratio": 0.25, "ffn_ratio": 0.5, "mask_interval": 1, "window": 3}
+RATIOS = {"heads_ratio": 0.25, "ffn_ratio": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +40,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_tiny_text(root / "text.txt"), root / "tokenizer"
 
 
-def scratch_job(corpus: tuple[Path, Path], output: Path, **changes: Any) -> TrainJob:
+def scratch_job(corpus: tuple[Path, Path], output: Path, strategy: str, **changes: Any) -> TrainJob:
     text, tokenizer = corpus
     job = TrainJob(
         model=None,
-        strategy="earlybird",
+        strategy=strategy,
         task="mlm",
         data=str(text),
         output=output,
-        options=EARLYBIRD | {"coef_lr": 0.05},
+        options=RATIOS | dict(getattr(get_strategy_class(strategy), "quick_options", {})),
         training=TRAINING,
         config=SIZE,
         tokenizer=str(tokenizer),
@@ -55,20 +56,20 @@ def scratch_job(corpus: tuple[Path, Path], output: Path, **changes: Any) -> Trai
     return replace(job, **changes)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=training_time_strategies())
 def pretrained(
-    corpus: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    corpus: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, request: Any
 ) -> list[TrainReport]:
+    """Two identical runs of one training-time strategy."""
     root = tmp_path_factory.mktemp("pretrained")
-    return [run_training(scratch_job(corpus, root / f"run{i}")) for i in range(2)]
+    return [run_training(scratch_job(corpus, root / f"run{i}", request.param)) for i in range(2)]
 
 
-def test_the_ticket_is_drawn_at_the_same_step_with_the_same_plan_every_run(
+def test_the_search_decides_at_the_same_step_with_the_same_plan_every_run(
     pretrained: list[TrainReport],
 ) -> None:
     first, second = pretrained
     assert first.search is not None and second.search is not None
-    assert first.search.state == "drawn"
     assert first.search == second.search
     manifests = [json.loads((r.job.output / MANIFEST).read_text()) for r in pretrained]
     assert manifests[0]["layers"] == manifests[1]["layers"]
@@ -96,7 +97,6 @@ def test_report_has_held_out_loss_perplexity_and_a_curve_over_the_whole_budget(
     assert steps == sorted(steps) and steps[-1] == BUDGET
     assert report["curve"][-1]["loss"] == pytest.approx(loss)
     assert [p["seconds"] for p in report["curve"]] == sorted(p["seconds"] for p in report["curve"])
-    assert report["strategy"]["config"]["rewind"] is False  # pre-training keeps the weights
 
 
 def test_the_slim_masked_lm_loads_with_its_pruned_shapes(pretrained: list[TrainReport]) -> None:
@@ -181,18 +181,6 @@ def test_the_loss_at_masked_positions_only_equals_the_models_own(
             torch.testing.assert_close(param.grad, grads[name], msg=name)
 
 
-def test_earlybird_pre_training_defaults_are_the_papers_unless_set() -> None:
-    from compresskit.train.run import _build_strategy
-
-    job = TrainJob("m", "earlybird", "mlm", "d", Path("o"))
-    config = _build_strategy(job).config  # type: ignore[union-attr]
-    assert (config.heads_ratio, config.ffn_ratio, config.rewind) == (1 / 3, 0.3, False)  # type: ignore[attr-defined]
-    mine = _build_strategy(replace(job, options={"ffn_ratio": 0.5, "rewind": True}))
-    assert (mine.config.ffn_ratio, mine.config.rewind) == (0.5, True)  # type: ignore[union-attr, attr-defined]
-    fine_tuning = _build_strategy(replace(job, task="sst2")).config  # type: ignore[union-attr]
-    assert fine_tuning.ffn_ratio == 0.4
-
-
 # --- from the shell ------------------------------------------------------------------------------
 def prune(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["prune", *args])
@@ -236,7 +224,7 @@ def test_bad_pre_training_input_gets_one_line_and_writes_nothing(
     text, tokenizer = corpus
     (tmp_path / "empty.txt").write_text("\n  \n")
     (tmp_path / "short.txt").write_text("the movie was good\nthe film was bad\n")
-    base = {"--strategy": "earlybird", "--task": "mlm", "--data": str(text)}
+    base = {"--strategy": training_time_strategies()[0], "--task": "mlm", "--data": str(text)}
     base |= {"--config": SIZE, "--tokenizer": str(tokenizer), "--no-progress": ""}
     replaced = {
         "EMPTY": str(tmp_path / "empty.txt"),

@@ -1,7 +1,6 @@
 """The fine-tuning pipeline end to end on a tiny model and task: every training-time strategy
-searches and decides
-its ticket at the same step every run, the baselines go through the same steps with the same
-hyper-parameters, outputs load, and an interrupted run resumes."""
+searches and decides at the same step every run, the baselines go through the same steps with
+the same hyper-parameters, outputs load, and an interrupted run resumes."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import training_time_strategies
 from transformers import TrainerCallback
 
 import compresskit
@@ -36,7 +36,7 @@ from compresskit.train.run import (
 TRAINING = TrainingOptions(epochs=2, batch_size=16, lr=5e-3, max_seq_len=16, progress=False)
 STEPS = 16
 ONE_SHOT = {"heads_ratio": 0.25, "ffn_ratio": 0.5}
-TRAINING_TIME = [n for n in strategy_names() if get_strategy_class(n).kind == "training-time"]
+TRAINING_TIME = training_time_strategies()
 
 
 def options_of(strategy: str) -> dict[str, Any]:

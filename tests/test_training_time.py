@@ -1,4 +1,4 @@
-"""Every registered training-time strategy (earlybird, movement, and any plugin installed)
+"""Every registered training-time strategy (built in, or a plugin installed)
 through the contract alone: inside a plain Trainer with the one StrategyCallback it decides, its
 plan prunes the model to the requested shapes exactly (the pruned model computes what the
 masked one does), its state survives JSON, and `detach` gives back the model it was attached
@@ -12,17 +12,23 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import VOCAB, tiny_model
-from helpers import RandomTokens, assert_pruned_equals_masked, max_diff_at_tokens, outputs
+from helpers import (
+    RandomTokens,
+    assert_pruned_equals_masked,
+    max_diff_at_tokens,
+    outputs,
+    training_time_strategies,
+)
 from transformers import Trainer, TrainingArguments
 
 import compresskit
-from compresskit.registry import get_strategy, get_strategy_class, strategy_names
+from compresskit.registry import get_strategy
 from compresskit.train.callback import StrategyCallback
 
 # isort: split
 from compresskit.strategies.base import SearchRecord, TrainingTimeStrategy
 
-TRAINING_TIME = [n for n in strategy_names() if get_strategy_class(n).kind == "training-time"]
+TRAINING_TIME = training_time_strategies()
 RATIOS = {"heads_ratio": 0.25, "ffn_ratio": 0.5}
 LAYERS, HEADS, FFN, STEPS = 2, 4, 16, 8
 

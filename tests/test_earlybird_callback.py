@@ -1,5 +1,7 @@
-"""The early-bird search inside a user's own `transformers.Trainer` (StrategyCallback), and how
-a search that runs out of steps ends (`TicketDetector.close`, `EarlyBirdStrategy.end_search`)."""
+"""Earlybird's own tests inside a user's `transformers.Trainer` (StrategyCallback): its
+coefficients' optimizer group, schedule and L1 term, where its search stops, and how a search
+that runs out of steps ends (`TicketDetector.close`, `EarlyBirdStrategy.end_search`). What
+every training-time strategy must do under the callback is tested in test_training_time.py."""
 
 from __future__ import annotations
 
@@ -199,7 +201,7 @@ def coefficient_group(optimizer: Any, strategy: EarlyBirdStrategy) -> dict[str, 
     return group
 
 
-def test_the_callback_refuses_a_strategy_that_is_not_earlybird():
+def test_the_callback_refuses_a_one_shot_strategy():
     with pytest.raises(ConfigError, match="needs a training-time strategy"):
         StrategyCallback(compresskit.get_strategy("magnitude"))  # type: ignore[arg-type]
 
