@@ -183,8 +183,11 @@ class TrainingTimeStrategy(Strategy):
        the decision is made (a ticket, the end of a schedule, a cap). `end(step)`: training
        stopped first; decide with what there is.
     5. `finish(model)` returns the PruningPlan, in the dense model's indices; after
-       `detach()`, `prepare_slim(model)` sets the weights the slim model starts from (e.g.
-       rewinding), by default the trained ones.
+       `detach()`, `prepare_slim(model)` sets the weights the slim model starts from, by
+       default the trained ones. `restarts_training` says what the slim model does then:
+       False (the default) continues the one step budget where the search stopped (schedule,
+       optimizer moments and data stream carry on, train/handoff.py); True trains the whole
+       budget again from step 0 (EarlyBERT's fine-tuning, after rewinding the weights).
     6. `state_dict()` / `load_state_dict(state)`: JSON-ready state for checkpoints, so that a
        resumed search decides the same; the added parameters' values travel with the model's
        weights (as a submodule) and their moments with the optimizer.
@@ -262,6 +265,12 @@ class TrainingTimeStrategy(Strategy):
     def prepare_slim(self, model: nn.Module) -> None:
         """Set the weights the slim model starts from (after `detach`); by default leave the
         trained weights."""
+
+    @property
+    def restarts_training(self) -> bool:
+        """Whether the slim model trains the whole budget again from step 0 (True) or
+        continues the budget where the search stopped (False)."""
+        return False
 
     # --- 6. resume, 7. report ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

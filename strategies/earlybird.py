@@ -89,8 +89,13 @@ class EarlyBirdConfig(StrategyConfig):
     FFN neurons ranked globally. `lambda_*` weigh the L1 penalty (a plain sum over
     coefficients); a mask is drawn every `mask_interval` optimizer steps; the ticket is drawn
     when the newest of the last `window` masks is below `eps` from each older one.
-    `max_search_steps` ends the search there without a ticket (state "capped"); `rewind` keeps
-    a CPU copy of the weights at `attach()` so the slim model can start from them; `coef_lr`
+    `max_search_steps` ends the search there without a ticket (state "capped"), and so does
+    `max_search_fraction` of the step budget, whichever comes first (20% by default, so that
+    a search that never settles cannot take the run: the saving is then at least what the
+    slim model saves on the other 80%); `rewind` keeps
+    a CPU copy of the weights at `attach()` so the slim model can start from them and train
+    the whole budget again (without it the slim model continues the budget from the searched
+    weights, the coefficients folded in: train/handoff.py); `coef_lr`
     is the coefficients' learning rate (None: the optimizer's); `track` is "separate" (heads
     and FFN distances each below eps) or "concat" (one distance over all positions).
     """
@@ -114,9 +119,18 @@ class EarlyBirdConfig(StrategyConfig):
     max_search_steps: int | None = field(
         default=None, metadata=option_help("End the search here without a ticket.")
     )
+    max_search_fraction: float | None = field(
+        default=0.2,
+        metadata=option_help(
+            "End the search at this fraction of the step budget without a ticket (null: no cap)."
+        ),
+    )
     rewind: bool = field(
         default=True,
-        metadata=option_help("Train the slim model from the weights at the start of the search."),
+        metadata=option_help(
+            "Train the slim model from the weights at the start of the search, for the whole "
+            "budget (EarlyBERT); else it continues the budget from the searched weights."
+        ),
     )
     coef_lr: float | None = field(
         default=None, metadata=option_help("Learning rate of the coefficients (None: --lr).")
@@ -137,6 +151,13 @@ class EarlyBirdConfig(StrategyConfig):
         _check_int("mask_interval", self.mask_interval, 1, "(optimizer steps between masks)")
         if self.max_search_steps is not None:
             _check_int("max_search_steps", self.max_search_steps, 1, "or None (no cap)")
+        if self.max_search_fraction is not None:
+            _check_number(
+                "max_search_fraction",
+                self.max_search_fraction,
+                "a number in (0, 1] or None (no cap)",
+                lambda v: 0 < v <= 1,
+            )
         if not isinstance(self.rewind, bool):
             raise ConfigError(f"rewind must be true or false, got {self.rewind!r}")
         if self.coef_lr is not None:
@@ -302,6 +323,22 @@ class SlimmingCoefficients(nn.Module):
             if getattr(model, self.submodule_name, None) is self:
                 delattr(model, self.submodule_name)
         self._attached_to.clear()
+
+    @torch.no_grad()
+    def fold_into(self, model: nn.Module) -> None:
+        """Scale, in place, the weight columns the hooks scaled (W ← W·diag(s)), so that the
+        model without the coefficients computes what it computed with them. For a slim model
+        that continues training from the searched weights: it then starts exactly where the
+        search left off, the removed units aside. Call after `detach()`, before pruning."""
+        if self.attached:
+            raise ConfigError("detach() the coefficients before folding them into the weights")
+        adapter = get_adapter(model)
+        for layer, heads, ffn in zip(adapter.layers(), self.heads, self.ffn, strict=True):
+            output = adapter.attention_parts(layer).output
+            heads_scale = heads.to(output.weight.dtype).repeat_interleave(adapter.head_dim(layer))
+            output.weight.mul_(heads_scale)  # (hidden, heads·head_dim) · (heads·head_dim,)
+            down = adapter.ffn_parts(layer).down
+            down.weight.mul_(ffn.to(down.weight.dtype))  # (hidden, ffn) · (ffn,)
 
     # --- regulariser and optimizer -------------------------------------------------------------
     def l1_penalty(self) -> torch.Tensor:
@@ -667,7 +704,7 @@ class EarlyBirdStrategy(TrainingTimeStrategy):
         search is over: the ticket is drawn, or the cap was hit (`state == "capped"`)."""
         if self.detector.done:
             return True
-        cap = self.config.max_search_steps
+        cap = self.detector.max_search_steps
         if step <= 0 or (step % self.config.mask_interval and (cap is None or step < cap)):
             return False
         scores = self._require_coefficients().magnitudes()
@@ -677,6 +714,15 @@ class EarlyBirdStrategy(TrainingTimeStrategy):
         record = self.detector.history[-1]
         logger.debug("step %d: mask distance %s", step, record.max_distance)
         return self.detector.done
+
+    def begin(self, total_steps: int) -> None:
+        """The search's cap: `max_search_steps`, or `max_search_fraction` of the budget of
+        `total_steps` if that comes first (at least one step)."""
+        c = self.config
+        caps = [] if c.max_search_steps is None else [c.max_search_steps]
+        if c.max_search_fraction is not None and total_steps > 0:
+            caps.append(max(1, math.ceil(c.max_search_fraction * total_steps)))
+        self.detector.max_search_steps = min(caps) if caps else None
 
     @property
     def decided(self) -> bool:
@@ -758,9 +804,20 @@ class EarlyBirdStrategy(TrainingTimeStrategy):
         model.load_state_dict(self._initial_weights)
 
     def prepare_slim(self, model: nn.Module) -> None:
-        """Rewind (EarlyBERT) when `rewind`, else keep the searched weights."""
+        """Rewind (EarlyBERT) when `rewind`; else keep the searched weights with the
+        coefficients folded in, so that the slim model continues from what the search
+        trained (the pruned model computes what the searched one computes with the removed
+        units masked)."""
         if self.config.rewind:
             self.rewind(model)
+        else:
+            self._require_coefficients().fold_into(model)
+
+    @property
+    def restarts_training(self) -> bool:
+        """With `rewind`, the slim model trains the whole budget from step 0 (EarlyBERT);
+        without, it continues the budget where the search stopped."""
+        return self.config.rewind
 
     def record(self) -> SearchRecord:
         c = self.config
@@ -777,7 +834,12 @@ class EarlyBirdStrategy(TrainingTimeStrategy):
                 "label": f"eps {c.eps}",
                 "decision": "ticket" if self.state == "drawn" else "capped (no ticket)",
             },
-            settings={"eps": c.eps, "window": c.window, "mask_interval": c.mask_interval},
+            settings={
+                "eps": c.eps,
+                "window": c.window,
+                "mask_interval": c.mask_interval,
+                "max_search_steps": self.detector.max_search_steps,
+            },
         )
 
     # --- resuming ----------------------------------------------------------------------------

@@ -581,7 +581,7 @@ def test_the_module_docstring_example_runs():
     assert max_diff_at_tokens(outputs(model, inputs), expected, inputs["attention_mask"]) == 0.0
 
 
-def test_the_ticket_is_drawn_before_the_schedule_ends_and_no_rewind_trains_on(tiny_task, tmp_path):
+def test_without_rewind_the_slim_model_continues_the_budget_from_the_ticket(tiny_task, tmp_path):
     from compresskit.train.run import TrainingOptions, TrainJob, run_training
 
     model, data = tiny_task
@@ -589,13 +589,30 @@ def test_the_ticket_is_drawn_before_the_schedule_ends_and_no_rewind_trains_on(ti
     options = {"heads_ratio": 0.25, "ffn_ratio": 0.5, "mask_interval": 1, "window": 3}
     job = TrainJob(
         str(model), "earlybird", "sst2", str(data), tmp_path / "out",
-        options=options | {"coef_lr": 0.05, "rewind": False}, training=training,
+        options=options | {"coef_lr": 0.05, "rewind": False, "max_search_fraction": None},
+        training=training,
     )  # fmt: skip
     report = run_training(job)
     assert report.search is not None and report.search.state == "drawn"
-    assert report.steps == {"search": report.search.decided_at, "train": 16}
     assert report.search.decided_at is not None and report.search.decided_at < 16
-    assert report.strategy["config"]["rewind"] is False  # the slim model trains on from there
+    assert report.steps == {"search": report.search.decided_at, "train": 16 - report.search.steps}
+
+
+@pytest.mark.parametrize(
+    ("options", "cap"),
+    [
+        ({}, 20),
+        ({"max_search_fraction": 0.05}, 5),
+        ({"max_search_steps": 7}, 7),
+        ({"max_search_fraction": None}, None),
+    ],
+)
+def test_the_search_is_capped_at_a_fifth_of_the_budget_unless_set(options, cap):
+    strategy = EarlyBirdStrategy(**options)
+    strategy.attach(tiny_model("bert"))
+    strategy.begin(100)
+    assert strategy.detector.max_search_steps == cap
+    assert strategy.record().settings["max_search_steps"] == cap
 
 
 def test_earlybird_pre_training_defaults_are_the_papers_unless_set() -> None:
@@ -628,7 +645,7 @@ def test_earlybird_from_the_shell(tiny_task, tmp_path):
             *("--data", str(data), "--output", str(tmp_path / "out"), *fast),
             *("--heads-ratio", "0.25", "--ffn-ratio", "0.5", "--mask-interval", "1"),
             *("--window", "3", "--eps", "0.2", "--coef-lr", "0.05", "--no-rewind", "--seed", "3"),
-            "--no-progress",
+            *("--max-search-fraction", "1", "--no-progress"),
         ],
     )
     code, output = result.exit_code, result.output
@@ -637,4 +654,5 @@ def test_earlybird_from_the_shell(tiny_task, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     config = report["strategy"]["config"]
     assert (config["window"], config["eps"], config["rewind"], config["seed"]) == (3, 0.2, False, 3)
+    assert config["max_search_fraction"] == 1
     assert report["training"]["seed"] == 3 and report["training"]["epochs"] == 1

@@ -24,6 +24,13 @@ from compresskit.train.callback import StrategyCallback
 # (ruff files compresskit.strategies, which installs from strategies/, under third-party)
 from compresskit.strategies.earlybird import EarlyBirdStrategy, SlimmingMask, TicketDetector
 
+
+def uncapped(**options: Any) -> EarlyBirdStrategy:
+    """Earlybird without the default search cap (a fifth of the budget), which these short
+    runs would hit before what they test."""
+    return EarlyBirdStrategy(**{"max_search_fraction": None, **options})
+
+
 # --- TicketDetector.close against hand-computed sequences --------------------------------------
 # One layer, 4 heads, 8 FFN neurons; window 3, eps 0.3. Distances to the two masks before:
 #   step  heads  ffn        heads d   ffn d       largest
@@ -99,7 +106,7 @@ def strategy_with_coefficients(
     """A strategy attached to a tiny BERT whose coefficients are distinct random values, except
     that head `i` of layer `i` is the smallest of its layer (so it is the one a plan prunes)."""
     model = tiny_model("bert", layers=LAYERS, heads=HEADS)
-    strategy = EarlyBirdStrategy(mask_interval=1, window=3, **options)
+    strategy = uncapped(mask_interval=1, window=3, **options)
     coefficients = strategy.attach(model)
     scramble(coefficients.parameters(), seed)
     with torch.no_grad():
@@ -207,7 +214,7 @@ def test_the_callback_refuses_a_one_shot_strategy():
 
 
 def test_the_coefficients_are_attached_when_training_begins(tmp_path):
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3)
+    strategy = uncapped(mask_interval=2, window=3)
 
     def attached_and_learning(state: Any, **_: Any) -> bool:
         coefficients = strategy.coefficients
@@ -224,7 +231,7 @@ def test_the_coefficients_are_attached_when_training_begins(tmp_path):
 def test_the_coefficients_are_their_own_optimizer_group_without_weight_decay(
     tmp_path, coef_lr, expected_lr
 ):
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3, coef_lr=coef_lr)
+    strategy = uncapped(mask_interval=2, window=3, coef_lr=coef_lr)
     trainer = make_trainer(strategy, tmp_path, max_steps=2, weight_decay=0.01)
     trainer.train()
     group = coefficient_group(trainer.optimizer, strategy)
@@ -235,7 +242,7 @@ def test_the_coefficients_are_their_own_optimizer_group_without_weight_decay(
 
 
 def test_the_coefficients_lr_follows_the_trainers_schedule(tmp_path):
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3, coef_lr=0.05)
+    strategy = uncapped(mask_interval=2, window=3, coef_lr=0.05)
 
     def lrs(state: Any, optimizer: Any, **_: Any) -> tuple[float, float]:
         return optimizer.param_groups[0]["lr"], coefficient_group(optimizer, strategy)["lr"]
@@ -265,7 +272,7 @@ def test_the_l1_subgradient_is_added_while_searching_and_not_after(tmp_path):
     # run without L1 (same seed, data and model) gives the gradients without it.
     runs = {}
     for lambdas in ((0.5, 0.25), (0.0, 0.0)):
-        strategy = EarlyBirdStrategy(
+        strategy = uncapped(
             mask_interval=1,
             window=2,
             coef_lr=FROZEN,
@@ -295,7 +302,7 @@ def test_the_l1_subgradient_is_added_while_searching_and_not_after(tmp_path):
 def test_gradient_clipping_covers_the_l1_subgradient(tmp_path):
     # EarlyBERT puts L1 in the loss, so it is clipped with every other gradient: the norm of
     # all gradients an optimizer step uses, the coefficients' included, is at most the limit.
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3, lambda_heads=10.0, lambda_ffn=10.0)
+    strategy = uncapped(mask_interval=2, window=3, lambda_heads=10.0, lambda_ffn=10.0)
     model = classifier()
 
     def total_norm(state: Any, **_: Any) -> float:
@@ -313,7 +320,7 @@ def test_gradient_clipping_covers_the_l1_subgradient(tmp_path):
 
 def test_the_coefficients_gradients_do_not_carry_over_to_the_next_step(tmp_path):
     # The Trainer zeroes the model's gradients only; the coefficients are not in the model.
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3)
+    strategy = uncapped(mask_interval=2, window=3)
     stale = Spy(
         "on_step_begin",
         lambda state, **_: [
@@ -325,7 +332,7 @@ def test_the_coefficients_gradients_do_not_carry_over_to_the_next_step(tmp_path)
 
 
 def test_training_stops_at_the_ticket(tmp_path):
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3, coef_lr=FROZEN)
+    strategy = uncapped(mask_interval=2, window=3, coef_lr=FROZEN)
     trainer = make_trainer(strategy, tmp_path, max_steps=20)
     trainer.train()
     assert (strategy.state, strategy.ticket_step) == ("drawn", 6)  # masks at 2, 4, 6
@@ -333,7 +340,7 @@ def test_training_stops_at_the_ticket(tmp_path):
 
 
 def test_without_stop_training_training_runs_to_the_end(tmp_path):
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3, coef_lr=FROZEN)
+    strategy = uncapped(mask_interval=2, window=3, coef_lr=FROZEN)
     trainer = make_trainer(strategy, tmp_path, stop_training=False, max_steps=10)
     trainer.train()
     assert (strategy.state, strategy.ticket_step) == ("drawn", 6)
@@ -344,7 +351,7 @@ def test_without_stop_training_training_runs_to_the_end(tmp_path):
 
 def test_max_search_steps_caps_the_search_at_that_step(tmp_path):
     # Masks at 2 and at the cap (3): too few for a window of 3, whatever they are.
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3, max_search_steps=3, coef_lr=0.05)
+    strategy = uncapped(mask_interval=2, window=3, max_search_steps=3, coef_lr=0.05)
     trainer = make_trainer(strategy, tmp_path, max_steps=20)
     trainer.train()
     assert (strategy.state, strategy.ticket_step) == ("capped", 3)
@@ -354,7 +361,7 @@ def test_max_search_steps_caps_the_search_at_that_step(tmp_path):
 
 def test_when_training_ends_before_the_ticket_the_search_is_capped_at_the_last_step(tmp_path):
     # The schedule ends at 5; masks at 2 and 4 and, at the end, 5: no full window of 5.
-    strategy = EarlyBirdStrategy(mask_interval=2, window=5, eps=1e-9, coef_lr=0.05)
+    strategy = uncapped(mask_interval=2, window=5, eps=1e-9, coef_lr=0.05)
     trainer = make_trainer(strategy, tmp_path, max_steps=5)
     trainer.train()
     assert (strategy.state, strategy.ticket_step) == ("capped", 5)
@@ -364,7 +371,7 @@ def test_when_training_ends_before_the_ticket_the_search_is_capped_at_the_last_s
 
 def test_an_optimizer_that_already_holds_the_coefficients_gets_no_second_group(tmp_path):
     model = classifier()
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3, coef_lr=0.05)
+    strategy = uncapped(mask_interval=2, window=3, coef_lr=0.05)
     coefficients = strategy.attach(model)
     optimizer = torch.optim.AdamW(
         [{"params": model.parameters(), "weight_decay": 0.01}, strategy.param_group()], lr=1e-3
@@ -381,7 +388,7 @@ def test_a_schedule_that_is_not_lambdalr_is_refused_in_one_line(tmp_path):
     model = classifier()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
-    strategy = EarlyBirdStrategy(mask_interval=2, window=3)
+    strategy = uncapped(mask_interval=2, window=3)
     trainer = make_trainer(strategy, tmp_path, model=model, optimizers=(optimizer, scheduler))
     with pytest.raises(ConfigError, match="StepLR") as raised:
         trainer.train()
@@ -390,7 +397,7 @@ def test_a_schedule_that_is_not_lambdalr_is_refused_in_one_line(tmp_path):
 
 
 def test_after_the_search_the_model_prunes_to_a_plain_slim_model(tmp_path):
-    strategy = EarlyBirdStrategy(mask_interval=1, window=3, coef_lr=0.05)
+    strategy = uncapped(mask_interval=1, window=3, coef_lr=0.05)
     model = classifier()
     make_trainer(strategy, tmp_path, model=model, max_steps=6).train()
     assert strategy.search_done
@@ -406,7 +413,7 @@ def test_after_the_search_the_model_prunes_to_a_plain_slim_model(tmp_path):
 
 def seeded_search(tmp_path: Path) -> EarlyBirdStrategy:
     transformers.set_seed(0)
-    strategy = EarlyBirdStrategy(mask_interval=1, window=3, eps=0.1, coef_lr=0.05)
+    strategy = uncapped(mask_interval=1, window=3, eps=0.1, coef_lr=0.05)
     make_trainer(strategy, tmp_path, max_steps=40).train()
     return strategy
 

@@ -72,15 +72,16 @@ def uninterrupted(
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     expected = outcome(output)
-    assert expected["search"]["decided_at"] > int(SEARCH_KILL_AFTER.split("-")[1])
+    assert 6 < expected["search"]["decided_at"] < 40
     return expected
 
 
 # Where to kill: a complete checkpoint of the search (well before the ticket), or of the slim
-# training (after the plan was chosen); the file named is the last one written into it.
+# training (after the plan was chosen; at step 40 whether the slim training restarted the
+# budget at 0 or continued it from the decision); the file named is the last one written.
 KILL_POINTS = {
     "mid-search": ("search", SEARCH_KILL_AFTER, "search_state.json"),
-    "mid-slim-training": ("train", "checkpoint-20", "trainer_state.json"),
+    "mid-slim-training": ("train", "checkpoint-40", "trainer_state.json"),
 }
 
 

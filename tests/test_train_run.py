@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 import compresskit
 from compresskit.errors import ConfigError, OutputExistsError
 from compresskit.io import MANIFEST
-from compresskit.registry import get_strategy_class, strategy_names
+from compresskit.registry import get_strategy, get_strategy_class, strategy_names
 from compresskit.train import run as run_module
 from compresskit.train.data import load_task
 from compresskit.train.encode import collator, encode_split
@@ -75,6 +75,14 @@ def searched_runs(
 
 
 # --- every training-time strategy ------------------------------------------------------------
+def slim_steps(report: TrainReport) -> int:
+    """The slim training's steps after a search: the rest of the budget, or all of it for a
+    strategy that restarts training (earlybird rewinding)."""
+    assert report.search is not None
+    restarts = get_strategy(report.job.strategy, **report.job.options).restarts_training
+    return STEPS if restarts else STEPS - report.search.steps
+
+
 def test_a_seeded_search_decides_at_the_same_step_every_run(
     searched_runs: list[TrainReport],
 ) -> None:
@@ -86,13 +94,19 @@ def test_a_seeded_search_decides_at_the_same_step_every_run(
     assert manifests[0]["layers"] == manifests[1]["layers"]
 
 
-def test_the_search_stops_at_its_decision_and_the_slim_model_trains_the_full_schedule(
+def test_the_search_stops_at_its_decision_and_the_slim_model_trains_the_rest_of_the_budget(
     searched_runs: list[TrainReport],
 ) -> None:
+    """... or, for a strategy that restarts training (earlybird rewinding), all of it."""
     report = searched_runs[0]
     assert report.search is not None and report.search.decided_at is not None
-    assert report.steps == {"search": report.search.decided_at, "train": STEPS}
+    searched = report.search.decided_at
+    assert report.steps == {"search": searched, "train": slim_steps(report)}
     assert report.search.decided_at <= STEPS
+    time = report.time.to_dict()
+    assert (time["budget_steps"], time["search_steps"]) == (STEPS, searched)
+    assert time["search_fraction"] == pytest.approx(searched / STEPS, abs=1e-4)
+    assert time["dense_estimate_seconds"] > 0 and time["estimated_saving"] is not None
 
 
 def test_pruned_shapes_match_the_ratios(searched_runs: list[TrainReport]) -> None:
@@ -156,7 +170,7 @@ def test_every_strategy_runs_through_the_same_pipeline(
     assert "prune" in report.seconds
     if get_strategy_class(strategy).kind == "training-time":
         assert report.search is not None and report.search.decided_at is not None
-        assert report.steps == {"search": report.search.steps, "train": STEPS}
+        assert report.steps == {"search": report.search.steps, "train": slim_steps(report)}
         assert report.to_dict()["search"]["history"]
     else:
         assert report.steps == {"train": STEPS} and report.search is None
@@ -223,7 +237,7 @@ def test_resume_finishes_the_run_as_if_never_interrupted(
 ) -> None:
     report = run_training(replace(interrupted, resume=True))
     reference = searched_runs[0]
-    assert report.resumed and report.steps["train"] == STEPS
+    assert report.resumed and report.steps == reference.steps
     assert report.search == reference.search
     resumed, whole = compresskit.load(interrupted.output), compresskit.load(reference.job.output)
     for (name, a), (_, b) in zip(

@@ -25,6 +25,7 @@ averages the added parameters' gradients and every process decides alike:
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,21 @@ class LossCurveCallback(TrainerCallback):
         )
         # The Trainer evaluates right after a step ends: everything since then was evaluation.
         curve.eval_seconds += time.perf_counter() - self.last_step_end
+
+
+class StepClock(TrainerCallback):
+    """Seconds per optimizer step of one stage: the median gap between consecutive step ends,
+    so that the few steps that also evaluate or checkpoint, and the first one with its
+    warm-up, do not count."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.ends.append(time.perf_counter())
+
+    def seconds_per_step(self) -> float | None:
+        gaps = [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
+        return round(statistics.median(gaps), 6) if gaps else None

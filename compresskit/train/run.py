@@ -1,11 +1,13 @@
 """Prune while training, end to end: load a task, let a strategy choose (a one-shot
-strategy at step 0, earlybird by searching while training), prune, train the slim model,
-evaluate, save. `--strategy none` trains the dense model through the same steps, so every
-strategy is compared with identical data, seeds and hyper-parameters.
+strategy at step 0, a training-time one by searching while training), prune, train the slim
+model, evaluate, save. `--strategy none` trains the dense model through the same steps, so
+every strategy is compared with identical data, seeds and hyper-parameters.
 
-Two kinds of task: sequence classification (fine-tuning: the slim model trains the full
-schedule after the search) and `mlm`, masked-LM pre-training on raw text from a checkpoint or
-from scratch (one step budget: the slim model trains for what the search left of it).
+One step budget (`epochs` or `max_steps`) for the whole run: after a search the slim model
+continues it where the search stopped (schedule, optimizer moments and data stream carry on:
+train/handoff.py), unless the strategy restarts training (earlybird's `rewind`: the slim model
+then trains the whole budget again from step 0). Two kinds of task, train/tasks.py: sequence
+classification (fine-tuning) and `mlm`, masked-LM pre-training on raw text.
 
 Unfinished work lives in `<output>.run/` (the job, the plan, per-epoch checkpoints of the
 slim training); `resume=True` continues from there, and it is removed once the output is
@@ -37,9 +39,11 @@ from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
 from compresskit.strategies.base import SearchRecord, Strategy, TrainingTimeStrategy
+from compresskit.train.accounting import TimeAccount
 from compresskit.train.callback import (
     SEARCH_STATE,
     LossCurve,
+    StepClock,
     StrategyCallback,
     add_strategy_group,
     load_strategy_checkpoint,
@@ -54,6 +58,7 @@ from compresskit.train.distributed import (
     wait_for_everyone,
 )
 from compresskit.train.figure import write_figure
+from compresskit.train.handoff import Handoff
 from compresskit.train.mlm_model import ModelSize
 from compresskit.train.rundir import RunDir
 from compresskit.train.tasks import Task, Workload, task_of
@@ -201,6 +206,7 @@ class TrainReport:
     steps: dict[str, int]
     search: SearchRecord | None
     resumed: bool
+    time: TimeAccount
     curve: list[dict[str, Any]] = field(default_factory=list)
     processes: int = 1  # DDP processes that trained (torchrun --nproc_per_node × nodes)
     process_index: int = 0  # this process's rank; 0 wrote the output
@@ -224,6 +230,7 @@ class TrainReport:
             "primary_metric": self.primary_metric,
             "seconds": self.seconds,
             "steps": self.steps,
+            "time": self.time.to_dict(),
             "search": None if self.search is None else self.search.to_dict(),
             "curve": self.curve,
             "resumed": self.resumed,
@@ -248,6 +255,7 @@ class TrainReport:
             )
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
         lines.append(f"wall-clock: {stages}")
+        lines += self.time.summary()
         return "\n".join(lines)
 
 
@@ -300,30 +308,48 @@ def _run(
     with timed(seconds, "load"):
         work = task.prepare(job, data)
         dense = dense_stats(work.model, job.seq_len)
-    curve = LossCurve()
-    plan, search = _choose(job, strategy, work, curve, seconds)
-    if plan is not None:
-        with timed(seconds, "prune"):
-            from compresskit.pruner import prune
-
-            prune(work.model, plan)
-    slim_steps = task.slim_steps(job, work, 0 if search is None else search.steps)
-    if slim_steps == 0 and search is not None:
+    curve, clocks = LossCurve(), {"search": StepClock(), "train": StepClock()}
+    choice = _choose(job, strategy, work, curve, clocks["search"], seconds)
+    search = choice.search
+    # The slim (or dense) model trains the whole budget's schedule: from step 0, or from the
+    # step the search stopped at, where a continuing search hands the run over.
+    trainer = _trainer(job, work, job.run.stage("train"), max_steps=job.training.max_steps)
+    if choice.handoff is not None:
+        with timed(seconds, "prune"):  # the optimizer state and the rest of the hand-off
+            choice.handoff.write(trainer)
+    if choice.record is not None and is_main_process():
+        # After the hand-off's checkpoint: a run with a plan.json always has what it needs.
+        job.run.save_choice(choice.record, work.model if choice.restarts else None)
+    searched = 0 if search is None else search.steps
+    first_step = 0 if choice.restarts else searched  # where the slim training's steps start
+    trainer.add_callback(clocks["train"])
+    if job.training.eval_every:
+        trainer.add_callback(curve.callback("train", searched - first_step))
+    with timed(seconds, "train"):
+        checkpoint: str | None = None
+        if first_step:
+            checkpoint = job.run.handed_over()
+        elif resumed:
+            checkpoint = job.run.last_checkpoint("train")
+        trainer.train(resume_from_checkpoint=checkpoint)
+    trained = trainer.state.global_step - first_step
+    account = TimeAccount(
+        budget_steps=trainer.state.max_steps,
+        search_steps=searched,
+        slim_steps=trained,
+        search_seconds_per_step=choice.search_pace,
+        slim_seconds_per_step=clocks["train"].seconds_per_step(),
+        training_seconds=round(sum(seconds.get(k, 0.0) for k in ("search", "prune", "train")), 4),
+    )
+    if search is not None and trained == 0:
         logger.warning(
-            "the search took the whole budget of %d steps, so the slim model was not trained: "
-            "give a larger --max-steps, or cap the search with --max-search-steps",
+            "the search took the whole budget (%d steps), so the slim model was not trained: "
+            "give a larger budget, or cap the search (e.g. --set max_search_steps=N)",
             search.steps,
         )
-    trainer = _trainer(job, work, job.run.stage("train"), max_steps=slim_steps)
-    if job.training.eval_every:
-        trainer.add_callback(curve.callback("train", 0 if search is None else search.steps))
-    with timed(seconds, "train"):
-        checkpoint = job.run.last_checkpoint("train") if resumed else None
-        if trainer.args.max_steps != 0:
-            trainer.train(resume_from_checkpoint=checkpoint)
     with timed(seconds, "evaluate"):
         metrics = task.evaluate(trainer, work, data)
-    steps = {"train": trainer.state.global_step}
+    steps = {"train": trained}
     report = TrainReport(
         job,
         {"strategy": DENSE} if strategy is None else strategy.to_dict(),
@@ -336,6 +362,7 @@ def _run(
         steps if search is None else {"search": search.steps} | steps,
         search,
         resumed,
+        account,
         curve.points,
         process_state().num_processes,
         process_state().process_index,
@@ -423,28 +450,47 @@ def _trainer(job: TrainJob, work: Workload, folder: Path, *, max_steps: int | No
 
 
 # --- choosing what to prune --------------------------------------------------------------------
+@dataclass
+class Choice:
+    """What to prune and how the slim training starts. `record` is set when the choice was
+    made now (for plan.json), `handoff` when a search that continues the budget just ended;
+    `restarts`: the slim model trains the whole budget from step 0."""
+
+    plan: PruningPlan | None
+    search: SearchRecord | None
+    restarts: bool = False
+    record: dict[str, Any] | None = None
+    handoff: Handoff | None = None
+    search_pace: float | None = None  # the search's seconds per step
+
+
 def _choose(
     job: TrainJob,
     strategy: Strategy | None,
     work: Workload,
     curve: LossCurve,
+    clock: StepClock,
     seconds: dict[str, float],
-) -> tuple[PruningPlan | None, SearchRecord | None]:
-    """The plan (None: train dense) and, for a search, how it ended. A plan chosen by an
+) -> Choice:
+    """Choose the plan (None: train dense) and prune `work.model` to it. A plan chosen by an
     earlier attempt of this run is reused on resume, with the weights the slim training
     starts from."""
     if strategy is None:
-        return None, None
+        return Choice(None, None)
+    restarts = isinstance(strategy, TrainingTimeStrategy) and strategy.restarts_training
     saved = job.run.saved_choice()
     if saved is not None:
         seconds.update(saved["seconds"])
+        plan = PruningPlan.from_dict(saved["plan"])
         search = None if saved["search"] is None else SearchRecord.from_dict(saved["search"])
-        if search is not None:
+        _prune(work.model, plan, seconds)
+        if search is not None and restarts:
             job.run.load_start_weights(work.model)
-        return PruningPlan.from_dict(saved["plan"]), search
+        return Choice(plan, search, restarts, search_pace=saved.get("seconds_per_step"))
+    handoff = None
     if isinstance(strategy, TrainingTimeStrategy):
         with timed(seconds, "search"):
-            plan, search = _search(job, strategy, work, curve)
+            plan, search, handoff = _search(job, strategy, work, curve, clock)
         stage = {"search": seconds["search"]}
     else:
         with timed(seconds, "score"):
@@ -454,17 +500,30 @@ def _choose(
     # Each process chose on its own (DDP keeps their weights and the strategy's parameters
     # equal): prove they agree before the models change shape.
     check_same_everywhere("the plan and the search that chose it", record)
-    if is_main_process():
-        job.run.save_choice(record | {"seconds": stage}, None if search is None else work.model)
-    return plan, search
+    _prune(work.model, plan, seconds)
+    pace = clock.seconds_per_step()
+    record |= {"seconds": stage, "seconds_per_step": pace}
+    return Choice(plan, search, restarts, record, handoff, pace)
+
+
+def _prune(model: Any, plan: PruningPlan, seconds: dict[str, float]) -> None:
+    with timed(seconds, "prune"):
+        from compresskit.pruner import prune
+
+        prune(model, plan)
 
 
 def _search(
-    job: TrainJob, strategy: TrainingTimeStrategy, work: Workload, curve: LossCurve
-) -> tuple[PruningPlan, SearchRecord]:
+    job: TrainJob,
+    strategy: TrainingTimeStrategy,
+    work: Workload,
+    curve: LossCurve,
+    clock: StepClock,
+) -> tuple[PruningPlan, SearchRecord, Handoff | None]:
     """Train with the strategy attached until it decides (or the schedule ends), then detach
     it and let it set the weights the slim model starts from. The schedule is the whole
-    run's, so the search is the beginning of it."""
+    run's, so the search is the beginning of it; unless the strategy restarts training, the
+    slim training continues from where it stopped (the returned Handoff)."""
     model = work.model
     # Part of the model before the Trainer wraps it, so that DDP averages the gradients of
     # what the strategy adds like any other's and every process decides alike.
@@ -472,6 +531,7 @@ def _search(
     trainer = _trainer(job, work, job.run.stage("search"), max_steps=job.training.max_steps)
     add_strategy_group(trainer, strategy)
     trainer.add_callback(StrategyCallback(strategy))
+    trainer.add_callback(clock)
     if job.training.eval_every:
         trainer.add_callback(curve.callback("search"))
     # A search interrupted after a checkpoint continues from it: weights and the strategy's
@@ -484,12 +544,13 @@ def _search(
     plan = strategy.finish(model)
     strategy.detach()
     strategy.prepare_slim(model)
+    handoff = None if strategy.restarts_training else Handoff.capture(trainer, model, plan)
     resumed_from = None if checkpoint is None else int(checkpoint.rsplit("-", 1)[-1])
     record = replace(
         strategy.record(), steps=trainer.state.global_step, resumed_from_step=resumed_from
     )
     # Plain JSON values (lists, not tuples), as a resumed run reads them back from plan.json.
-    return plan, SearchRecord.from_dict(json.loads(dumps(record.to_dict())))
+    return plan, SearchRecord.from_dict(json.loads(dumps(record.to_dict()))), handoff
 
 
 def _scoring_batches(job: TrainJob, work: Workload) -> Any:

@@ -4,9 +4,11 @@ one place that reads and writes it.
     job.json               the options that must match to resume (written first: it marks the
                            folder as a run of compresskit's, see outputs.RUN_FILES)
     search/checkpoint-N/   the search's Trainer checkpoints, each with search_state.json last
+    train/checkpoint-N/    the slim (or dense) training's Trainer checkpoints; after a search
+                           that continues the budget, the first is the hand-off's, written
+                           before plan.json (train/handoff.py)
     plan.json              the plan once chosen, how the search ended, and its seconds
-    searched.safetensors   the weights the slim training starts from
-    train/checkpoint-N/    the slim (or dense) training's Trainer checkpoints
+    searched.safetensors   the slim model's first weights, when it restarts the budget
 
 Only the main process writes; under DDP the others wait at barriers around it.
 """
@@ -95,6 +97,14 @@ class RunDir:
             return None
         return str(max(complete, key=lambda path: int(path.name.rsplit("-", 1)[-1])))
 
+    def handed_over(self) -> str:
+        """The newest checkpoint of the slim training that continues a search's budget: the
+        hand-off's (train/handoff.py) or a later one."""
+        checkpoint = self.last_checkpoint("train")
+        if checkpoint is None:
+            raise ConfigError(f"{self.path} lacks the slim training's first checkpoint{_DAMAGED}")
+        return checkpoint
+
     def worth_resuming(self) -> bool:
         """A plan or a checkpoint was saved: something a `resume` would not redo."""
         return self.plan_file.is_file() or any(
@@ -114,7 +124,8 @@ class RunDir:
         )
 
     def save_choice(self, record: dict[str, Any], model: Any | None) -> None:
-        """plan.json and, after a search, the weights the slim training starts from."""
+        """plan.json and, when given, the pruned `model`'s weights, which the slim training
+        starts from (a search that restarts the budget)."""
         if model is not None:
             from safetensors.torch import save_model
 

@@ -66,11 +66,6 @@ class Task:
     def prepare(self, job: TrainJob, data: Any) -> Workload:
         raise NotImplementedError
 
-    def slim_steps(self, job: TrainJob, work: Workload, searched: int) -> int | None:
-        """Steps of the slim (or dense) training after a search of `searched` steps; None:
-        from `epochs`."""
-        raise NotImplementedError
-
     def configure(self, trainer: Trainer) -> None:
         """Adjust a Trainer made for this task."""
 
@@ -86,8 +81,7 @@ class Task:
 
 
 class ClassificationTask(Task):
-    """Fine-tuning a sequence classifier on GLUE-style data; the slim model trains the full
-    schedule after the search."""
+    """Fine-tuning a sequence classifier on GLUE-style data."""
 
     def load_data(self, job: TrainJob) -> TaskData:
         t = job.training
@@ -104,9 +98,6 @@ class ClassificationTask(Task):
         train_set = encode_split(data, "train", tokenizer, job.training.max_seq_len)
         dev_set = encode_split(data, "dev", tokenizer, job.training.max_seq_len)
         return Workload(model, tokenizer, train_set, dev_set, collator(tokenizer))
-
-    def slim_steps(self, job: TrainJob, work: Workload, searched: int) -> int | None:
-        return job.training.max_steps
 
     def configure(self, trainer: Trainer) -> None:
         # The classifiers take **kwargs, so the Trainer assumes they divide their loss by its
@@ -130,8 +121,7 @@ class ClassificationTask(Task):
 
 
 class MaskedLMTask(Task):
-    """Masked-LM pre-training on raw text, from a checkpoint or from scratch; one step budget,
-    of which the slim model trains what the search left."""
+    """Masked-LM pre-training on raw text, from a checkpoint or from scratch."""
 
     eval_split = "held-out"
     pretraining = True
@@ -162,9 +152,6 @@ class MaskedLMTask(Task):
         eval_set = masked_once(held_out, tokenizer, t.seed)
         return Workload(model, tokenizer, train_set, eval_set, MlmCollator(tokenizer))
 
-    def slim_steps(self, job: TrainJob, work: Workload, searched: int) -> int | None:
-        return max(step_budget(job, work.train_set) - searched, 0)
-
     def evaluate(self, trainer: Trainer, work: Workload, data: TextData) -> dict[str, float]:
         """Masked-LM loss on the held-out blocks (mean over blocks of the loss per masked
         token) and its perplexity."""
@@ -179,15 +166,6 @@ def task_of(name: str) -> Task:
     """The kind of task `name` is: `mlm` pre-trains, anything else is classification (the
     data loader checks the name)."""
     return MaskedLMTask() if name.lower() == MLM else ClassificationTask()
-
-
-def step_budget(job: TrainJob, train_set: EncodedSplit) -> int:
-    """Optimizer steps the whole run may take: `max_steps`, else what the Trainer makes of
-    `epochs` (one step per batch, the last batch of an epoch may be short)."""
-    t = job.training
-    if t.max_steps is not None:
-        return t.max_steps
-    return math.ceil(t.epochs * math.ceil(len(train_set) / t.batch_size))
 
 
 def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
