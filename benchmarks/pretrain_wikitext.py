@@ -52,9 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-every", default="25")
     parser.add_argument("--seed", default="0")
     parser.add_argument(
-        "--earlybird",
-        default="--max-search-steps 200",
-        help="extra options for the earlybird run, e.g. '--eps 0.05'",
+        "--earlybird", default="", help="extra options for the earlybird run, e.g. '--eps 0.05'"
     )
     return parser.parse_args()
 
@@ -111,6 +109,14 @@ def compare(dense: dict[str, Any], earlybird: dict[str, Any]) -> dict[str, Any]:
             "earlybird_step": _steps_by(e_curve, min(d_seconds, e_seconds)),
         },
         "training_seconds": {"dense": d_seconds, "earlybird": e_seconds},
+        # The target: earlybird at dense's final held-out loss sooner than dense got there.
+        "dense_final_loss": {
+            "loss": d_curve[-1]["loss"],
+            "dense_seconds": d_seconds,
+            "earlybird_seconds": next(
+                (p["seconds"] for p in e_curve if p["loss"] <= d_curve[-1]["loss"]), None
+            ),
+        },
         "final": {"dense": dense["metrics"], "earlybird": earlybird["metrics"]},
         "macs_ratio": earlybird["macs_ratio"],
         "params_ratio": earlybird["params_ratio"],
@@ -212,9 +218,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"Final held-out perplexity: dense {c['final']['dense']['perplexity']:.1f}, earlybird "
         f"{c['final']['earlybird']['perplexity']:.1f}.",
         "",
+        _time_to_dense_loss(c["dense_final_loss"]),
+        "",
         *machine_and_commands(result),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _time_to_dense_loss(target: dict[str, Any]) -> str:
+    reached = target["earlybird_seconds"]
+    head = f"Time to dense's final held-out loss ({target['loss']:.3f}): dense "
+    head += f"{target['dense_seconds']:.1f} s, earlybird "
+    if reached is None:
+        return head + "never within the budget."
+    return head + f"{reached:.1f} s ({100 * (1 - reached / target['dense_seconds']):.0f}% less)."
 
 
 def _f(value: float | None) -> str:

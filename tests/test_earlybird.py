@@ -180,7 +180,7 @@ def test_defaults_are_earlyberts_fine_tuning_setup():
     assert (c.heads_scope, c.ffn_scope) == ("layer", "global")
     assert (c.lambda_heads, c.lambda_ffn) == (1e-4, 1e-4)
     assert (c.eps, c.window, c.mask_interval) == (0.1, 5, 10)
-    assert (c.max_search_steps, c.rewind, c.coef_lr, c.track) == (None, True, None, "separate")
+    assert (c.max_search_steps, c.rewind, c.coef_lr, c.track) == (None, False, None, "separate")
 
 
 @pytest.mark.parametrize(
@@ -474,7 +474,7 @@ def run_search(seed: int = 0, steps: int = 60) -> tuple[EarlyBirdStrategy, torch
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, 64, (64, 12), generator=g)
     labels = (ids[:, 1] > 33).long()
-    strategy = EarlyBirdStrategy(mask_interval=3, window=4, eps=0.1, coef_lr=0.02)
+    strategy = EarlyBirdStrategy(mask_interval=3, window=4, eps=0.1, coef_lr=0.02, rewind=True)
     strategy.attach(model)
     optimizer = torch.optim.AdamW(
         [{"params": model.parameters(), "weight_decay": 0.01}, strategy.param_group()], lr=1e-3
@@ -523,7 +523,7 @@ def test_the_plan_is_the_tickets_even_if_training_goes_on():
 
 def test_rewind_needs_detach_and_rewind_enabled():
     model = tiny_model("bert")
-    strategy = EarlyBirdStrategy()
+    strategy = EarlyBirdStrategy(rewind=True)
     strategy.attach(model)
     with pytest.raises(ConfigError, match="detach"):
         strategy.rewind(model)

@@ -397,7 +397,7 @@ def test_a_schedule_that_is_not_lambdalr_is_refused_in_one_line(tmp_path):
 
 
 def test_after_the_search_the_model_prunes_to_a_plain_slim_model(tmp_path):
-    strategy = uncapped(mask_interval=1, window=3, coef_lr=0.05)
+    strategy = uncapped(mask_interval=1, window=3, coef_lr=0.05, rewind=True)
     model = classifier()
     make_trainer(strategy, tmp_path, model=model, max_steps=6).train()
     assert strategy.search_done

@@ -279,6 +279,10 @@ def test_a_stopped_training_run_keeps_what_resumes_and_no_lock(proj, stop):
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        # Ctrl-C as a terminal delivers it: in the full suite a native library loaded by an
+        # earlier test leaves SIGINT ignored at the OS level, which children inherit (as
+        # background jobs of a shell do), and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not ready.exists() and run.poll() is None and time.monotonic() < deadline:

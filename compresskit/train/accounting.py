@@ -19,7 +19,7 @@ class TimeAccount:
     """`budget_steps`: the optimizer steps of the whole schedule; `search_steps` and
     `slim_steps`: trained in each stage (a slim model that restarts trains the whole budget
     after the search); seconds per step are medians (StepClock); `training_seconds` is
-    search + prune + slim training, wall-clock."""
+    search + prune + slim training, wall-clock, without the evaluations `--eval-every` adds."""
 
     budget_steps: int
     search_steps: int

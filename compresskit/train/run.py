@@ -339,7 +339,10 @@ def _run(
         slim_steps=trained,
         search_seconds_per_step=choice.search_pace,
         slim_seconds_per_step=clocks["train"].seconds_per_step(),
-        training_seconds=round(sum(seconds.get(k, 0.0) for k in ("search", "prune", "train")), 4),
+        # Evaluations during training (--eval-every) are the curve's, not the training's.
+        training_seconds=round(
+            sum(seconds.get(k, 0.0) for k in ("search", "prune", "train")) - curve.eval_seconds, 4
+        ),
     )
     if search is not None and trained == 0:
         logger.warning(
