@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from conftest import VOCAB
@@ -120,3 +121,32 @@ def quick_args(strategy: str) -> list[str]:
         *["--strategy", strategy],
         *[arg for key, value in options.items() for arg in ("--set", f"{key}={json.dumps(value)}")],
     ]
+
+
+def search_in_trainer(strategy: Any, tmp_path: Path, *, max_steps: int) -> tuple[Any, Any]:
+    """Train a tiny BERT classifier (2 layers, 4 heads, 16 FFN neurons) on random tokens in a
+    plain Trainer with `strategy` under the StrategyCallback, at lr 1e-3 for up to
+    `max_steps`; returns (model, trainer)."""
+    from conftest import tiny_model
+    from transformers import Trainer, TrainingArguments
+
+    from compresskit.train.callback import StrategyCallback
+
+    model = tiny_model("bert", "BertForSequenceClassification", layers=2, heads=4, ffn=16)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        per_device_train_batch_size=8,
+        use_cpu=True,
+        max_steps=max_steps,
+        learning_rate=1e-3,
+        seed=0,
+    )
+    strategy.attach(model, as_submodule=True)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=RandomTokens(), callbacks=[StrategyCallback(strategy)]
+    )
+    trainer.train()
+    return model, trainer

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import VOCAB, tiny_model
-from helpers import RandomTokens, max_diff_at_tokens, outputs, training_time_strategies
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from conftest import VOCAB
+from helpers import max_diff_at_tokens, outputs, search_in_trainer, training_time_strategies
+from transformers import Trainer, TrainerCallback
 
 import compresskit
 from compresskit.registry import get_strategy, get_strategy_class
 from compresskit.train import run as run_module
-from compresskit.train.callback import StrategyCallback
 from compresskit.train.handoff import Handoff
 from compresskit.train.run import TrainingOptions, TrainJob, run_training
 
@@ -51,23 +50,7 @@ def searched(name: str, tmp_path: Path) -> tuple[TrainingTimeStrategy, torch.nn.
     """A strategy that decided inside a plain Trainer on a tiny classifier."""
     strategy = get_strategy(name, **continuing_options(name))
     assert isinstance(strategy, TrainingTimeStrategy)
-    model = tiny_model("bert", "BertForSequenceClassification", layers=LAYERS, heads=HEADS, ffn=FFN)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        per_device_train_batch_size=8,
-        use_cpu=True,
-        max_steps=40,
-        learning_rate=1e-3,
-        seed=0,
-    )
-    strategy.attach(model, as_submodule=True)
-    trainer = Trainer(
-        model=model, args=args, train_dataset=RandomTokens(), callbacks=[StrategyCallback(strategy)]
-    )
-    trainer.train()
+    model, trainer = search_in_trainer(strategy, tmp_path, max_steps=40)
     assert strategy.decided and trainer.state.global_step < 40
     return strategy, model, trainer
 

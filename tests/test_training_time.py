@@ -13,17 +13,15 @@ import pytest
 import torch
 from conftest import VOCAB, tiny_model
 from helpers import (
-    RandomTokens,
     assert_pruned_equals_masked,
     max_diff_at_tokens,
     outputs,
+    search_in_trainer,
     training_time_strategies,
 )
-from transformers import Trainer, TrainingArguments
 
 import compresskit
 from compresskit.registry import get_strategy
-from compresskit.train.callback import StrategyCallback
 
 # isort: split
 from compresskit.strategies.base import SearchRecord, TrainingTimeStrategy
@@ -36,21 +34,7 @@ LAYERS, HEADS, FFN, STEPS = 2, 4, 16, 8
 def search(name: str, tmp_path: Path) -> tuple[TrainingTimeStrategy, torch.nn.Module]:
     strategy = get_strategy(name, **RATIOS)
     assert isinstance(strategy, TrainingTimeStrategy)
-    model = tiny_model("bert", "BertForSequenceClassification", layers=LAYERS, heads=HEADS, ffn=FFN)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        per_device_train_batch_size=8,
-        use_cpu=True,
-        max_steps=STEPS,
-        learning_rate=1e-3,
-        seed=0,
-    )
-    Trainer(
-        model=model, args=args, train_dataset=RandomTokens(), callbacks=[StrategyCallback(strategy)]
-    ).train()
+    model, _ = search_in_trainer(strategy, tmp_path, max_steps=STEPS)
     return strategy, model
 
 
