@@ -17,6 +17,9 @@ be replayed offline on every history:
 - `kept`: heads and FFN each below eps, distances as the fraction of the *kept* units that
   changed (swaps / kept = positions · N / (2 · kept)): "at most 10% of the kept heads
   changed" means the same on every model and at every ratio.
+- `concat-kept`: one distance over heads and FFN together, as a fraction of kept units.
+
+Histories recorded in either measure (the search's settings say which) are converted.
 
 For each rule and eps the replay gives the step the ticket would be drawn at, and how far the
 mask still moved afterwards (the distance, in the rule's own measure, between the mask at
@@ -52,7 +55,13 @@ RATIOS = {
     "wide": ["--heads-ratio", "0.5", "--ffn-ratio", "0.6"],
 }
 EPS = (0.05, 0.1, 0.15, 0.2)
-RULES = ("positions", "concat", "kept")
+# rule -> (track, measure), as EarlyBirdConfig names them
+RULES = {
+    "positions": ("separate", "positions"),
+    "concat": ("concat", "positions"),
+    "kept": ("separate", "kept"),
+    "concat-kept": ("concat", "kept"),
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,38 +110,46 @@ def record(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 # --- replaying rules ----------------------------------------------------------------------------
 def unit_counts(report: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """(positions, kept) per kind, from the dense and pruned shapes in the report."""
+    """(positions, kept) per kind ("all": both), from the dense and pruned shapes."""
     dense, after = report["dense"]["layers"], report["after"]["layers"]
-    return {
-        "heads": (sum(x["heads"] for x in dense), sum(x["heads"] for x in after)),
-        "ffn": (sum(x["ffn_width"] for x in dense), sum(x["ffn_width"] for x in after)),
-    }
+    heads = (sum(x["heads"] for x in dense), sum(x["heads"] for x in after))
+    ffn = (sum(x["ffn_width"] for x in dense), sum(x["ffn_width"] for x in after))
+    return {"heads": heads, "ffn": ffn, "all": (heads[0] + ffn[0], heads[1] + ffn[1])}
 
 
-def distances(record: dict[str, Any], rule: str, counts: dict[str, tuple[int, int]]) -> list:
-    """The record's distances to the older masks, in `rule`'s measure; one list per tested
-    quantity (the rule draws when every number in every list is below eps)."""
-    if rule == "concat":
-        return [record["concat"]]
-    scale = {"positions": lambda n, k: 1.0, "kept": lambda n, k: n / (2 * k)}[rule]
-    return [[d * scale(*counts[kind]) for d in record[kind]] for kind in ("heads", "ffn")]
+def distances(
+    record: dict[str, Any], recorded: str, rule: str, counts: dict[str, tuple[int, int]]
+) -> list[list[float]]:
+    """The record's distances to the older masks (recorded in measure `recorded`), in
+    `rule`'s measure; one list per tested quantity (the rule draws when every number in every
+    list is below eps). Both measures count the differing bits, over N positions or over the
+    2·K bits kept in the two masks, so one converts to the other by N / (2·K)."""
+    track, measure = RULES[rule]
+    kinds = {"separate": ("heads", "ffn"), "concat": ("all",)}[track]
+    out = []
+    for kind in kinds:
+        n, k = counts[kind]
+        scale = 1.0 if measure == recorded else (n / (2 * k) if measure == "kept" else 2 * k / n)
+        values = record["concat" if kind == "all" else kind]
+        out.append([d * scale for d in values])
+    return out
 
 
 def replay(report: dict[str, Any], rule: str, eps: float) -> dict[str, Any]:
     """The step `rule` at `eps` draws the ticket on this history (None: not within it), and
     the distance from that mask to the one window - 1 intervals later (the drift after)."""
     search = report["search"]
-    window = search["settings"]["window"]
+    window, recorded = search["settings"]["window"], search["settings"].get("measure", "positions")
     counts = unit_counts(report)
     history = [r for r in search["history"] if r["max_distance"] is not None]
     for i, record in enumerate(history):
         full = len(record["heads"]) == window - 1
-        worst = max(max(d) for d in distances(record, rule, counts))
+        worst = max(max(d) for d in distances(record, recorded, rule, counts))
         if full and worst < eps:
             later = i + window - 1
             drift = None
             if later < len(history):
-                drift = max(d[0] for d in distances(history[later], rule, counts))
+                drift = max(d[0] for d in distances(history[later], recorded, rule, counts))
             return {"step": record["step"], "drift_after": drift}
     return {"step": None, "drift_after": None}
 

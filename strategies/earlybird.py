@@ -4,11 +4,11 @@ early-bird ticket once the pruning mask stops changing.
 The method (docs/earlybird.md): one learnable scalar per attention head and per FFN
 neuron, initialised to 1.0 and trained with an L1 penalty; every `mask_interval` steps the
 coefficients are turned into a keep-mask at the configured ratios; when the newest mask is
-within `eps` (normalised Hamming distance) of each of the previous `window - 1` masks the
-ticket is drawn. The slim network is then cut and trained on: by default it continues the
-run's budget from the searched weights; with `rewind` it is cut from the *initial* weights and
-trained from the start (the paper's recipe). This module is the search; the training pipeline
-builds on it.
+within `eps` of each of the previous `window - 1` masks the ticket is drawn (the distance is
+the fraction of kept units that changed, see `mask_distance`). The slim network is then cut
+and trained on: by default it continues the run's budget from the searched weights; with
+`rewind` it is cut from the *initial* weights and trained from the start (the paper's
+recipe). This module is the search; the training pipeline builds on it.
 
 Plain PyTorch:
 
@@ -78,6 +78,7 @@ from compresskit.strategies.base import (
 logger = logging.getLogger(__name__)
 
 Track = Literal["separate", "concat"]
+Measure = Literal["kept", "positions"]
 MaskKind = Literal["heads", "ffn", "all"]
 SearchState = Literal["searching", "drawn", "capped"]
 
@@ -147,6 +148,13 @@ class EarlyBirdConfig(StrategyConfig):
             "Ticket test on heads and FFN separately, or on one concatenated mask."
         ),
     )
+    measure: Measure = field(
+        default="kept",
+        metadata=option_help(
+            "Mask distance as the fraction of kept units that changed (kept), or of all "
+            "positions (positions, the paper's)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -170,6 +178,8 @@ class EarlyBirdConfig(StrategyConfig):
             _check_number("coef_lr", self.coef_lr, "a number > 0 or None", lambda v: v > 0)
         if self.track not in ("separate", "concat"):
             raise ConfigError(f"track must be 'separate' or 'concat', got {self.track!r}")
+        if self.measure not in ("kept", "positions"):
+            raise ConfigError(f"measure must be 'kept' or 'positions', got {self.measure!r}")
 
 
 def _check_number(name: str, value: Any, what: str, ok: Any) -> None:
@@ -451,12 +461,20 @@ def _bit_string(bits: torch.Tensor) -> str:
 
 
 def mask_distance(
-    a: SlimmingMask | torch.Tensor, b: SlimmingMask | torch.Tensor, kind: MaskKind = "all"
+    a: SlimmingMask | torch.Tensor,
+    b: SlimmingMask | torch.Tensor,
+    kind: MaskKind = "all",
+    measure: Measure = "positions",
 ) -> float:
-    """Normalised Hamming distance: the fraction of positions whose keep bit differs.
+    """How far two keep-masks are apart, over `kind` ("heads", "ffn" or "all" positions);
+    plain tensors are compared as flat bit vectors.
 
-    Masks are compared over `kind` ("heads", "ffn" or "all" positions); plain tensors are
-    compared as flat bit vectors. Zero positions give 0.0.
+    "positions": the normalised Hamming distance |a xor b| / N, the fraction of positions
+    whose bit differs. Its step is 2/N per swapped unit, so one ε means a different number of
+    swaps on every model size (ε 0.1: 3 swaps among 72 heads, 1 among 32).
+    "kept": |a xor b| / (|a| + |b|), the fraction of the kept units that changed (for two
+    masks keeping K units each: swaps / K), which means the same on every model and ratio.
+    Nothing to compare (no positions, or nothing kept in either mask) gives 0.0.
     """
     if isinstance(a, SlimmingMask) and isinstance(b, SlimmingMask) and a.sizes != b.sizes:
         raise CompressKitError(
@@ -466,9 +484,8 @@ def mask_distance(
     y = b.flat(kind) if isinstance(b, SlimmingMask) else b.flatten().bool()
     if x.shape != y.shape:
         raise CompressKitError(f"cannot compare masks of {x.numel()} and {y.numel()} positions")
-    if x.numel() == 0:
-        return 0.0
-    return int((x != y).sum()) / x.numel()
+    total = x.numel() if measure == "positions" else int(x.sum()) + int(y.sum())
+    return int((x != y).sum()) / total if total else 0.0
 
 
 def mask_from_scores(scores: Scores, config: StrategyConfig) -> SlimmingMask:
@@ -494,9 +511,9 @@ def _bits(size: int, kept: list[int]) -> torch.Tensor:
 @dataclass(frozen=True)
 class DistanceRecord:
     """The distances of the mask drawn at `step` to each older mask in the window (oldest
-    first), per kind and over all positions. `max_distance` is what the ticket test uses:
-    the largest heads/FFN distance ("separate") or concatenated distance ("concat"); None for
-    the first mask, which has nothing to compare with."""
+    first), per kind and over all positions, in the detector's `measure`. `max_distance` is
+    what the ticket test uses: the largest heads/FFN distance ("separate") or concatenated
+    distance ("concat"); None for the first mask, which has nothing to compare with."""
 
     step: int
     max_distance: float | None
@@ -516,7 +533,7 @@ class TicketDetector:
     """
 
     FORMAT: ClassVar[str] = "compresskit.earlybird.detector"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -524,11 +541,18 @@ class TicketDetector:
         eps: float = 0.1,
         max_search_steps: int | None = None,
         track: Track = "separate",
+        measure: Measure = "kept",
     ) -> None:
         # The same checks as EarlyBirdConfig, so the detector can be used on its own.
-        EarlyBirdConfig(window=window, eps=eps, max_search_steps=max_search_steps, track=track)
+        EarlyBirdConfig(
+            window=window,
+            eps=eps,
+            max_search_steps=max_search_steps,
+            track=track,
+            measure=measure,
+        )
         self.window, self.eps = window, eps
-        self.max_search_steps, self.track = max_search_steps, track
+        self.max_search_steps, self.track, self.measure = max_search_steps, track, measure
         self.masks: deque[tuple[int, SlimmingMask]] = deque(maxlen=window)
         self.history: list[DistanceRecord] = []
         self.state: SearchState = "searching"
@@ -572,9 +596,9 @@ class TicketDetector:
             self._finish("capped", *self.masks[-1])
 
     def _record(self, step: int, mask: SlimmingMask, older: list[SlimmingMask]) -> DistanceRecord:
-        heads = tuple(mask_distance(mask, m, "heads") for m in older)
-        ffn = tuple(mask_distance(mask, m, "ffn") for m in older)
-        concat = tuple(mask_distance(mask, m, "all") for m in older)
+        heads = tuple(mask_distance(mask, m, "heads", self.measure) for m in older)
+        ffn = tuple(mask_distance(mask, m, "ffn", self.measure) for m in older)
+        concat = tuple(mask_distance(mask, m, "all", self.measure) for m in older)
         tracked = heads + ffn if self.track == "separate" else concat
         return DistanceRecord(step, max(tracked) if older else None, heads, ffn, concat)
 
@@ -597,6 +621,7 @@ class TicketDetector:
             "eps": self.eps,
             "max_search_steps": self.max_search_steps,
             "track": self.track,
+            "measure": self.measure,
             "state": self.state,
             "final_step": self.final_step,
             "final_mask": None if self.final_mask is None else self.final_mask.to_dict(),
@@ -606,13 +631,17 @@ class TicketDetector:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TicketDetector:
-        if data.get("format") != cls.FORMAT or data.get("version") != cls.VERSION:
+        if data.get("format") != cls.FORMAT or data.get("version") not in (1, cls.VERSION):
             raise CompressKitError(
                 f"not a version-{cls.VERSION} early-bird detector state "
                 f"(format {data.get('format')!r}, "
                 f"version {data.get('version')!r})"
             )
-        detector = cls(data["window"], data["eps"], data["max_search_steps"], data["track"])
+        # A version-1 state (a search started before `measure` existed) measured positions.
+        measure = data.get("measure", "positions")
+        detector = cls(
+            data["window"], data["eps"], data["max_search_steps"], data["track"], measure
+        )
         for entry in data["masks"]:
             detector.masks.append((entry["step"], SlimmingMask.from_dict(entry["mask"])))
         detector.history = [
@@ -658,7 +687,7 @@ class EarlyBirdStrategy(TrainingTimeStrategy):
 
     def _new_detector(self) -> TicketDetector:
         c = self.config
-        return TicketDetector(c.window, c.eps, c.max_search_steps, c.track)
+        return TicketDetector(c.window, c.eps, c.max_search_steps, c.track, c.measure)
 
     # --- phase 1: attach and search ----------------------------------------------------------
     def attach(self, model: nn.Module, *, as_submodule: bool = False) -> SlimmingCoefficients:
@@ -839,6 +868,7 @@ class EarlyBirdStrategy(TrainingTimeStrategy):
             },
             settings={
                 "eps": c.eps,
+                "measure": c.measure,
                 "window": c.window,
                 "mask_interval": c.mask_interval,
                 "max_search_steps": self.detector.max_search_steps,

@@ -59,6 +59,33 @@ def test_mask_distance_per_kind_and_over_all_positions():
     assert mask_distance(a, b) == 4 / 12
 
 
+def test_kept_measure_is_the_fraction_of_kept_units_that_changed():
+    # 12 heads, 3 kept; one head swapped: 2 of 12 positions differ, 1 of 3 kept heads changed
+    a, b = torch.tensor([1, 1, 1] + [0] * 9), torch.tensor([1, 1, 0, 1] + [0] * 8)
+    assert mask_distance(a, b, measure="positions") == 2 / 12
+    assert mask_distance(a, b, measure="kept") == 1 / 3
+    assert mask_distance(a, a, measure="kept") == 0.0
+    assert mask_distance(torch.zeros(4), torch.zeros(4), measure="kept") == 0.0
+
+
+@pytest.mark.parametrize("positions", [32, 72, 144, 9216])
+@pytest.mark.parametrize("kept_fraction", [1 / 3, 1 / 2, 2 / 3])
+def test_kept_measure_counts_swaps_per_kept_unit_at_every_size_and_ratio(
+    positions: int, kept_fraction: float
+):
+    """The same number means the same change of the ticket whatever the model's size and the
+    pruning ratio: swapping s of the K kept units is s / K."""
+    kept = round(positions * kept_fraction)
+    swaps = max(1, kept // 10)
+    a = torch.zeros(positions, dtype=torch.bool)
+    a[:kept] = True
+    b = a.clone()
+    b[:swaps] = False
+    b[kept : kept + swaps] = True
+    assert mask_distance(a, b, measure="kept") == pytest.approx(swaps / kept)
+    assert mask_distance(a, b, measure="positions") == pytest.approx(2 * swaps / positions)
+
+
 def test_masks_of_different_shapes_cannot_be_compared():
     with pytest.raises(CompressKitError):
         mask_distance(SlimmingMask.from_bits(["11"], ["1"]), SlimmingMask.from_bits(["1"], ["11"]))
@@ -67,7 +94,8 @@ def test_masks_of_different_shapes_cannot_be_compared():
 
 
 # --- ticket detection against hand-computed sequences ------------------------------------------
-# One layer, 4 heads, 8 FFN neurons. Distances of each mask to the two before it (window 3):
+# One layer, 4 heads, 8 FFN neurons, half of each kept, so both measures agree (N = 2·K).
+# Distances of each mask to the two before it (window 3):
 #   step  heads  ffn        heads d     ffn d        concat d
 #   10    1100   11110000   -           -            -
 #   20    1010   11110000   .5          0            2/12
@@ -93,16 +121,18 @@ def feed(detector: TicketDetector, upto: int | None = None) -> list[bool]:
     ]
 
 
-def test_separate_tracking_draws_when_heads_and_ffn_are_each_below_eps():
-    detector = TicketDetector(window=3, eps=0.25, track="separate")
+@pytest.mark.parametrize("measure", ["kept", "positions"])
+def test_separate_tracking_draws_when_heads_and_ffn_are_each_below_eps(measure: str):
+    detector = TicketDetector(window=3, eps=0.25, track="separate", measure=measure)  # type: ignore[arg-type]
     assert feed(detector) == [False] * 5 + [True]
     assert detector.state == "drawn"
     assert detector.final_step == 60
     assert detector.final_mask == SlimmingMask.from_bits(["1010"], ["11100100"])
 
 
-def test_concat_tracking_draws_on_the_distance_over_all_positions():
-    detector = TicketDetector(window=3, eps=0.25, track="concat")
+@pytest.mark.parametrize("measure", ["kept", "positions"])
+def test_concat_tracking_draws_on_the_distance_over_all_positions(measure: str):
+    detector = TicketDetector(window=3, eps=0.25, track="concat", measure=measure)  # type: ignore[arg-type]
     assert feed(detector, upto=40) == [False, False, False, True]
     assert detector.final_step == 40
 
@@ -152,6 +182,25 @@ def test_steps_must_increase():
         detector.update(20, SlimmingMask.from_bits(["1010"], ["11110000"]))
 
 
+def test_the_kept_measure_draws_where_positions_would_not():
+    """MiniLM-like heads: 72, 48 kept (8 of 12 per layer); the ticket's masks differ by 3
+    swaps, 6 positions: 6/72 = 0.083 of the positions, 3/48 = 0.0625 of the kept heads."""
+    base = "1" * 48 + "0" * 24
+    moved = "0" * 3 + "1" * 45 + "1" * 3 + "0" * 21
+    ffn = "1100"
+    for measure, drawn in (("kept", True), ("positions", False)):
+        detector = TicketDetector(window=2, eps=0.07, measure=measure)  # type: ignore[arg-type]
+        detector.update(1, SlimmingMask.from_bits([base], [ffn]))
+        assert detector.update(2, SlimmingMask.from_bits([moved], [ffn])) is drawn
+
+
+def test_a_version_1_detector_state_resumes_measuring_positions():
+    state = TicketDetector(window=3, eps=0.25, measure="positions").to_dict()
+    del state["measure"]
+    state["version"] = 1
+    assert TicketDetector.from_dict(state).measure == "positions"
+
+
 def test_a_resumed_detector_continues_exactly():
     whole = TicketDetector(window=3, eps=0.25)
     feed(whole)
@@ -171,6 +220,8 @@ def test_detector_settings_are_validated():
         TicketDetector(eps=0)
     with pytest.raises(ConfigError):
         TicketDetector(track="both")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        TicketDetector(measure="swaps")  # type: ignore[arg-type]
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -180,7 +231,8 @@ def test_defaults_are_earlyberts_fine_tuning_setup():
     assert (c.heads_scope, c.ffn_scope) == ("layer", "global")
     assert (c.lambda_heads, c.lambda_ffn) == (1e-4, 1e-4)
     assert (c.eps, c.window, c.mask_interval) == (0.1, 5, 10)
-    assert (c.max_search_steps, c.rewind, c.coef_lr, c.track) == (None, False, None, "separate")
+    assert (c.max_search_steps, c.rewind, c.coef_lr) == (None, False, None)
+    assert (c.track, c.measure) == ("separate", "kept")
 
 
 @pytest.mark.parametrize(
@@ -198,6 +250,7 @@ def test_defaults_are_earlyberts_fine_tuning_setup():
         {"rewind": "yes"},
         {"coef_lr": 0.0},
         {"track": "joint"},
+        {"measure": "swaps"},
         {"heads_ratio": 1.0},
         {"no_such_option": 1},
     ],
