@@ -24,6 +24,7 @@ from compresskit.errors import (
     UnknownStrategyError,
     UnsupportedModelError,
 )
+from compresskit.hf import install_when_transformers_is_imported
 
 # public name -> module that defines it
 _LAZY = {
@@ -60,6 +61,12 @@ __all__ = [
     "__version__",
     *_LAZY,
 ]
+
+
+# After `import compresskit`, transformers' from_pretrained (and so pipeline) and
+# save_pretrained know compresskit folders (compresskit/hf.py); the wrappers go on when
+# transformers' modeling is imported, so this import stays cheap.
+install_when_transformers_is_imported()
 
 
 def __getattr__(name: str) -> Any:

@@ -263,10 +263,11 @@ class _OnnxRunner(_Runner):
 def _read_config(path: Path) -> Any:
     import transformers
 
+    from compresskit.hf import split_config
     from compresskit.runtime import ExportFolderError
 
     try:
-        return transformers.AutoConfig.from_pretrained(path)
+        return split_config(transformers.AutoConfig.from_pretrained(path))[0]
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ExportFolderError(f"{path / 'config.json'} cannot be read: {first}") from None

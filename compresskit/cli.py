@@ -183,8 +183,38 @@ def info(model_dir: Path, seq_len: int, as_json: bool) -> None:
     click.echo(stats.table(baseline=dense))
 
 
+@cli.command()
+@click.argument("outputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Folder for compare.md and compare.png (the figure); without it, the table only.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
+def report(outputs: tuple[Path, ...], output: Path | None, overwrite: bool) -> None:
+    """Compare training runs side by side from their outputs' report.json: a table, and with
+    --output a figure (the metric against training time and against MACs, kept per layer)."""
+    from compresskit.compare import read_reports, table, write_comparison
+    from compresskit.outputs import atomic_directory
+
+    reports = read_reports(list(outputs))
+    click.echo(table(reports))
+    if output is not None:
+        with atomic_directory(output, overwrite=overwrite) as tmp:
+            write_comparison(tmp, reports)
+        click.echo(f"-> {output}")
+
+
 # Options of `prune` that are not strategy config fields.
-_JOB_KEYS = ("model", "strategy", "output", "overwrite", "seq_len", "trust_remote_code")
+_JOB_KEYS = (
+    "model",
+    "strategy",
+    "output",
+    "overwrite",
+    "seq_len",
+    "trust_remote_code",
+    "standalone",
+)
 # Options that only make sense when fine-tuning (with --task and --data).
 _TRAINING_KEYS = (
     "epochs",
@@ -237,6 +267,13 @@ class _PruneCommand(click.Command):
 @click.option("--seq-len", type=click.IntRange(min=1), help="Sequence length for MACs [128].")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output.")
 @click.option(
+    "--standalone",
+    is_flag=True,
+    default=None,
+    help="Also save the modeling code, so that the output loads without compresskit "
+    "(from_pretrained with trust_remote_code=True).",
+)
+@click.option(
     "--trust-remote-code",
     is_flag=True,
     default=None,
@@ -279,13 +316,20 @@ class _PruneCommand(click.Command):
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bars [on].")
 @click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's report as JSON on stdout (the same as OUTPUT/report.json) instead "
+    "of the summary.",
+)
+@click.option(
     "--set",
     "set_options",
     multiple=True,
     metavar="KEY=VALUE",
     help="A strategy option (repeatable), the value read as in a recipe: --set eps=0.05.",
 )
-def prune(recipe: Path | None, set_options: tuple[str, ...], **flags: Any) -> None:
+def prune(recipe: Path | None, set_options: tuple[str, ...], as_json: bool, **flags: Any) -> None:
     """Prune a model and save it with a per-layer table.
 
     Without --task: a one-shot strategy scores the model once. With --task and --data: the
@@ -307,12 +351,12 @@ def prune(recipe: Path | None, set_options: tuple[str, ...], **flags: Any) -> No
     task = {k: settings.pop(k) for k in _TASK_KEYS if k in settings}
     training = {k: settings.pop(k) for k in _TRAINING_KEYS if k in settings}
     if task or training or set(_SCRATCH_KEYS) & set(job):
-        _prune_training(job, task, training, settings)
+        _prune_training(job, task, training, settings, as_json)
     else:
-        _prune_one_shot(job, settings)
+        _prune_one_shot(job, settings, as_json)
 
 
-def _prune_one_shot(job: dict[str, Any], options: dict[str, Any]) -> None:
+def _prune_one_shot(job: dict[str, Any], options: dict[str, Any], as_json: bool) -> None:
     from compresskit.pipeline import PruneJob, run_prune
 
     report = run_prune(
@@ -324,14 +368,22 @@ def _prune_one_shot(job: dict[str, Any], options: dict[str, Any]) -> None:
             overwrite=bool(job.get("overwrite", False)),
             seq_len=int(job.get("seq_len", 128)),
             trust_remote_code=bool(job.get("trust_remote_code", False)),
+            standalone=bool(job.get("standalone", False)),
         )
     )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1))
+        return
     click.echo(f"{job['model']} pruned with {job['strategy']} -> {job['output']}")
     click.echo(report.table())
 
 
 def _prune_training(
-    job: dict[str, Any], task: dict[str, Any], training: dict[str, Any], options: dict[str, Any]
+    job: dict[str, Any],
+    task: dict[str, Any],
+    training: dict[str, Any],
+    options: dict[str, Any],
+    as_json: bool,
 ) -> None:
     from compresskit.errors import ConfigError
 
@@ -358,6 +410,7 @@ def _prune_training(
         encoding=str(task.get("encoding", "utf-8")),
         seq_len=int(job.get("seq_len", 128)),
         trust_remote_code=bool(job.get("trust_remote_code", False)),
+        standalone=bool(job.get("standalone", False)),
         config=None if job.get("config") is None else str(job["config"]),
         tokenizer=None if job.get("tokenizer") is None else str(job["tokenizer"]),
     )
@@ -371,6 +424,9 @@ def _prune_training(
             f"process {report.process_index} of {report.processes}: done, with the same plan "
             f"as process 0{ticket}; process 0 wrote {job['output']}"
         )
+        return
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1))
         return
     start = job.get("model") or f"BERT ({job.get('config')})"
     click.echo(f"{start} trained on {task['task']} with {job['strategy']} -> {job['output']}")

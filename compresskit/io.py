@@ -1,8 +1,11 @@
-"""Save and load pruned models: config.json (the dense base architecture), model.safetensors
-(no pickle) and compresskit.json (per layer: original indices of the heads and FFN neurons
-kept, and the head size). transformers' own `from_pretrained` cannot do this: its configs
-cannot express per-layer head counts or FFN widths, and `ignore_mismatched_sizes=True` silently
-re-initialises pruned weights (docs/library-pitfalls.md)."""
+"""Save and load pruned models: config.json (the dense base architecture, and each layer's
+head count and FFN width in transformers' `per_layer_config` schema), model.safetensors (no
+pickle) and compresskit.json (per layer: original indices of the heads and FFN neurons kept,
+and the head size; the source of truth, config.json's per-layer shapes are checked against
+it). transformers' BERT-family modeling cannot build such a model by itself: it reads one
+global head count (and `ignore_mismatched_sizes=True` would silently re-initialise pruned
+weights, docs/library-pitfalls.md); after `import compresskit` its `from_pretrained` loads
+these folders through `load` (compresskit/hf.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from compresskit._version import __version__
 from compresskit.arch import ArchAdapter, adapter_class, get_adapter
 from compresskit.arch.base import set_linear_width
 from compresskit.errors import ModelFileError, one_line
+from compresskit.hf import check_layers_agree, config_to_save, split_config, write_standalone
 from compresskit.outputs import atomic_directory
 from compresskit.plan import LayerPlan, PruningPlan, record_kept
 
@@ -45,15 +49,17 @@ def save(
     *,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    standalone: bool = False,
 ) -> Path:
     """Write `model` (dense or pruned) so that `load` rebuilds it exactly.
 
     The folder is written beside the target and moved into place only when complete, so a
     crash never leaves a half-written model. `extra` is merged into compresskit.json (how the
-    model was pruned, for example).
+    model was pruned, for example). `standalone` also writes the modeling code that loads it
+    without compresskit (`from_pretrained(..., trust_remote_code=True)`, compresskit/hf.py).
     """
     with atomic_directory(directory, overwrite=overwrite) as tmp:
-        write_model(model, tmp, tokenizer, extra=extra)
+        write_model(model, tmp, tokenizer, extra=extra, standalone=standalone)
     return Path(directory)
 
 
@@ -63,11 +69,14 @@ def write_model(
     tokenizer: Any = None,
     *,
     extra: dict[str, Any] | None = None,
+    standalone: bool = False,
 ) -> None:
     """The files of `save`, written into an existing folder (no atomicity: callers that
     add files of their own wrap it in `atomic_directory`)."""
     adapter = get_adapter(model)
-    model.config.save_pretrained(folder)
+    config_to_save(model).save_pretrained(folder)
+    if standalone:
+        write_standalone(model, folder)
     save_model(model, str(folder / WEIGHTS), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
@@ -104,10 +113,12 @@ def load(directory: str | Path, *, attn_implementation: str | None = None) -> Pr
     if not folder.is_dir():
         raise ModelFileError(f"model folder {folder} does not exist")
     manifest = read_manifest(folder)
-    config = _read_config(folder, manifest)
+    config, per_layer = _read_config(folder, manifest)
     model_class = _model_class(folder, manifest, config)
     adapter_cls = adapter_class(config.model_type)
     layers = _validated_layers(folder, manifest, config, adapter_cls)
+    shapes = [(len(kept.heads_kept), len(kept.ffn_kept)) for kept, _ in layers]
+    check_layers_agree(folder, per_layer, shapes, adapter_cls.layer_fields)
     check_weights_fit(
         folder,
         model_class,
@@ -136,33 +147,53 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_config(folder: Path, manifest: dict[str, Any]) -> Any:
-    config = read_config(folder)
+def _read_config(folder: Path, manifest: dict[str, Any]) -> tuple[Any, dict[int, Any]]:
+    """The base config and config.json's per-layer shapes."""
+    config, per_layer = read_config_and_layers(folder)
     if config.model_type != manifest.get("model_type"):
         raise ModelFileError(
             f"{folder / MANIFEST} says model_type "
             f"{manifest.get('model_type')!r} but config.json says "
             f"{config.model_type!r}"
         )
-    return config
+    return config, per_layer
 
 
 def read_config(name_or_path: str | Path, trust_remote_code: bool = False) -> Any:
     """The config of a model folder or hub id, checked before it sizes anything: a type with
     an adapter (else UnsupportedModelError), and values transformers can build a model from
-    (else ModelFileError naming the field)."""
-    where = Path(name_or_path) / "config.json" if Path(name_or_path).is_dir() else name_or_path
+    (else ModelFileError naming the field). For a compresskit folder, the base config (its
+    per-layer shapes are `read_config_and_layers`'s)."""
+    return read_config_and_layers(name_or_path, trust_remote_code)[0]
+
+
+def read_config_and_layers(
+    name_or_path: str | Path, trust_remote_code: bool = False
+) -> tuple[Any, dict[int, dict[str, Any]]]:
+    """`read_config`'s config, and the per-layer shapes config.json states (empty when it
+    states none). Only a compresskit folder may state them: compresskit.json is what gives
+    them meaning (which heads and neurons were kept)."""
+    is_dir = Path(name_or_path).is_dir()
+    where = Path(name_or_path) / "config.json" if is_dir else name_or_path
     try:
-        config = transformers.AutoConfig.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code
+        config, per_layer = split_config(
+            transformers.AutoConfig.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code
+            )
         )
     except CONFIG_ERRORS as err:
         raise ModelFileError(f"cannot read the config of {where}: {one_line(err)}") from None
+    if per_layer and not (is_dir and (Path(name_or_path) / MANIFEST).is_file()):
+        raise ModelFileError(
+            f"{where} gives each layer its own shape (per_layer_config) but there is no "
+            f"{MANIFEST} beside it: compresskit reads per-layer shapes only from the folders "
+            "it writes"
+        )
     adapter = adapter_class(config.model_type)
     problem = adapter.config_problem(config)
     if problem is not None:
         raise ModelFileError(f"{where}: {problem}; the config is damaged or not of this model")
-    return config
+    return config, per_layer
 
 
 def model_class_named(name: Any, config: Any) -> type[PreTrainedModel] | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -185,13 +187,33 @@ def load_checkpoint(
     for name, value in config_updates.items():
         setattr(config, name, value)
     try:
-        return (auto_class or checkpoint_class).from_pretrained(
-            name_or_path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
+        with _quiet_transformers():
+            return (auto_class or checkpoint_class).from_pretrained(
+                name_or_path,
+                config=config,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+            )
     except SafetensorError as err:
         raise ModelFileError(corrupt_weights_message(path / WEIGHTS, err)) from None
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"cannot load model {name_or_path!r}: {one_line(err)}") from None
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' LOAD REPORT off: a table of keys on stderr, in raw escape codes when
+    stderr is a file, for what every fine-tuning expects (a new task head, the pre-training
+    head left behind). What is not expected is checked before loading: the weights file
+    against the model (`check_weights_fit`), the head's label count (train/tasks.py)."""
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(before)
 
 
 def _checkpoint_class(config: Any) -> Any:

@@ -44,8 +44,11 @@ COMPRESSKIT_FILES = frozenset(
         "generation_config.json",
         "report.json",
         "pruning.png",
+        "compare.png",
+        "compare.md",
         "export.json",
         "model.onnx",
+        "modeling_compresskit.py",
         # tokenizers (transformers' save_pretrained of BERT, RoBERTa, DistilBERT and others)
         "tokenizer.json",
         "tokenizer_config.json",

@@ -37,6 +37,7 @@ class PruneJob:
     overwrite: bool = False
     seq_len: int = 128
     trust_remote_code: bool = False
+    standalone: bool = False  # also write the modeling code (compresskit/hf.py)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:
     job = report.job
     # One atomic folder for the model and the report: either both land or neither does.
     with atomic_directory(job.output, overwrite=job.overwrite) as tmp:
-        write_model(model, tmp, tokenizer, extra={"strategy": report.strategy})
+        write_model(
+            model, tmp, tokenizer, extra={"strategy": report.strategy}, standalone=job.standalone
+        )
         (tmp / REPORT).write_text(dumps(report.to_dict()) + "\n", encoding="utf-8")
 
 

@@ -262,7 +262,7 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
             *["--task", "classification", "--data"],
             str(data_folder(t, "text\tlabel\ngood\ta\nbad\tb\nfine\tc\n", "text\tlabel\nok\ta\n")),
         ),
-        "needs a sequence classifier with 3",
+        "with 2 labels in the checkpoint, 3 in the data",
     ),
     "weights truncated": (
         lambda f, t, o: prune_args(truncate(f.copy("dense", t) / WEIGHTS, 500), o),
@@ -312,7 +312,7 @@ CLI_CASES: dict[str, tuple[CliCase, str]] = {
             ),
             o,
         ),
-        "does not match config.json/compresskit.json",
+        "the files do not belong together",
     ),
     "export of a missing folder": (
         lambda f, t, o: ["export", "onnx", str(t / "nowhere"), "--output", str(o)],

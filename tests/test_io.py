@@ -119,6 +119,12 @@ def edit_manifest(folder, change):
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
+def edit_config_layer(folder, layer, **values):
+    config = json.loads((folder / "config.json").read_text())
+    config["per_layer_config"][str(layer)].update(values)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -140,6 +146,13 @@ def edit_manifest(folder, change):
         ),
         (
             lambda f: edit_manifest(f, lambda m: m["layers"][0].update(heads_kept=[0, 1])),
+            "per_layer_config gives layer 0 num_attention_heads=3 but compresskit.json keeps 2",
+        ),
+        (  # both descriptions edited alike: the weights file still tells
+            lambda f: (
+                edit_manifest(f, lambda m: m["layers"][0].update(heads_kept=[0, 1])),
+                edit_config_layer(f, 0, num_attention_heads=2),
+            ),
             "does not match",
         ),
         (lambda f: edit_manifest(f, lambda m: m["layers"][0].update(head_dim=16)), "head_dim 16"),

@@ -256,3 +256,33 @@ def test_resume_refuses_changed_options(interrupted: TrainJob) -> None:
     changed = replace(interrupted, resume=True, training=replace(TRAINING, lr=1e-3))
     with pytest.raises(ConfigError, match="different training"):
         run_training(changed)
+
+
+def test_the_figure_explains_an_empty_search_and_names_the_run(tmp_path):
+    from compresskit.train.figure import title, write_figure
+
+    layers = [{"index": 0, "heads": 2, "ffn_width": 8}]
+    report = {
+        "model": "/models/tiny-bert",
+        "task": "sst2",
+        "strategy": {"strategy": "earlybird"},
+        "metrics": {"accuracy": 0.75},
+        "primary_metric": "accuracy",
+        "macs_ratio": 1.6,
+        "time": {"estimated_saving": 0.21},
+        "search": {
+            "state": "capped",
+            "decided_at": 1,
+            "history": [],
+            "plot": {"series": ["heads"]},
+        },
+        "curve": [{"stage": "search", "step": 1, "seconds": 0.5, "loss": 0.7}],
+        "after": {"layers": layers},
+        "dense": {"layers": [{"index": 0, "heads": 4, "ffn_width": 16}]},
+    }
+    assert title(report) == (
+        "tiny-bert, earlybird on sst2, accuracy 0.7500, 1.60x fewer MACs, "
+        "est. 21% less training time than dense"
+    )
+    write_figure(tmp_path / "f.png", report)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

@@ -22,7 +22,10 @@ def test_from_pretrained_cannot_rebuild_a_pruned_model(tmp_path):
     from compresskit.plan import PruningPlan
 
     model = compresskit.prune(tiny_model("bert"), PruningPlan.from_lists([[0]] * 3, [[0]] * 3))
-    model.save_pretrained(tmp_path)
+    # transformers' own save_pretrained: compresskit wraps it to write its folder for pruned
+    # models (compresskit/hf.py), and this pins what transformers does by itself.
+    transformers_save = transformers.PreTrainedModel.save_pretrained.__wrapped__
+    transformers_save(model, tmp_path)
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         transformers.BertForSequenceClassification.from_pretrained(tmp_path)
     reloaded = transformers.BertForSequenceClassification.from_pretrained(

@@ -54,6 +54,9 @@ class ArchAdapter:
     # is the head size, and the one naming the activation.
     size_fields: ClassVar[tuple[str, ...]] = ()
     hidden_and_heads: ClassVar[tuple[str, str]] = ("hidden_size", "num_attention_heads")
+    # The config attributes of one layer's head count and FFN width, as config.json's
+    # per_layer_config names them for a pruned model.
+    layer_fields: ClassVar[tuple[str, str]] = ("num_attention_heads", "intermediate_size")
     activation_field: ClassVar[str] = "hidden_act"
 
     def __init__(self, model: Any) -> None:

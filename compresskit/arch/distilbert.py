@@ -54,6 +54,7 @@ class DistilBertAdapter(ArchAdapter):
         "max_position_embeddings",
     )
     hidden_and_heads = ("dim", "n_heads")
+    layer_fields = ("n_heads", "hidden_dim")
     activation_field = "activation"
 
     @classmethod

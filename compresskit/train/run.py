@@ -60,6 +60,7 @@ from compresskit.train.distributed import (
 from compresskit.train.figure import write_figure
 from compresskit.train.handoff import Handoff
 from compresskit.train.mlm_model import ModelSize
+from compresskit.train.progress import show_stage
 from compresskit.train.rundir import RunDir
 from compresskit.train.tasks import Task, Workload, task_of
 
@@ -132,6 +133,7 @@ class TrainJob:
     resume: bool = False
     seq_len: int = 128
     trust_remote_code: bool = False
+    standalone: bool = False  # also write the modeling code (compresskit/hf.py)
     config: str | None = None
     encoding: str = "utf-8"  # of the data files
     tokenizer: str | None = None
@@ -313,7 +315,7 @@ def _run(
     search = choice.search
     # The slim (or dense) model trains the whole budget's schedule: from step 0, or from the
     # step the search stopped at, where a continuing search hands the run over.
-    trainer = _trainer(job, work, job.run.stage("train"), max_steps=job.training.max_steps)
+    trainer = _trainer(job, work, "train", max_steps=job.training.max_steps)
     if choice.handoff is not None:
         with timed(seconds, "prune"):  # the optimizer state and the rest of the hand-off
             choice.handoff.write(trainer)
@@ -409,10 +411,12 @@ def _fit_sequence_length(job: TrainJob) -> TrainJob:
     return replace(job, training=replace(job.training, max_seq_len=positions))
 
 
-def _trainer(job: TrainJob, work: Workload, folder: Path, *, max_steps: int | None) -> Trainer:
+def _trainer(job: TrainJob, work: Workload, stage: str, *, max_steps: int | None) -> Trainer:
+    """The Trainer of one stage ("search" or "train"), checkpointing into the run's folder of
+    that stage and showing its own named progress (train/progress.py)."""
     t, task = job.training, job.kind
     args = TrainingArguments(
-        output_dir=str(folder),
+        output_dir=str(job.run.stage(stage)),
         num_train_epochs=t.epochs,
         max_steps=-1 if max_steps is None else max_steps,
         per_device_train_batch_size=t.batch_size,
@@ -449,6 +453,8 @@ def _trainer(job: TrainJob, work: Workload, folder: Path, *, max_steps: int | No
         callbacks=[IndependentRandomness()],
     )
     task.configure(trainer)
+    shown = {"search": "search", "train": "training"}[stage]
+    show_stage(trainer, shown, bars=t.progress, main_process=is_main_process())
     return trainer
 
 
@@ -531,7 +537,7 @@ def _search(
     # Part of the model before the Trainer wraps it, so that DDP averages the gradients of
     # what the strategy adds like any other's and every process decides alike.
     strategy.attach(model, as_submodule=True)
-    trainer = _trainer(job, work, job.run.stage("search"), max_steps=job.training.max_steps)
+    trainer = _trainer(job, work, "search", max_steps=job.training.max_steps)
     add_strategy_group(trainer, strategy)
     trainer.add_callback(StrategyCallback(strategy))
     trainer.add_callback(clock)
@@ -581,8 +587,10 @@ def _save(
     seconds = report.seconds
     with atomic_directory(job.output, overwrite=job.overwrite) as tmp:
         save_start = time.perf_counter()
-        write_model(model, tmp, tokenizer, extra=_manifest_extra(report, task))
-        write_figure(tmp / FIGURE, report.search, report.after, report.dense)
+        write_model(
+            model, tmp, tokenizer, extra=_manifest_extra(report, task), standalone=job.standalone
+        )
+        write_figure(tmp / FIGURE, report.to_dict())
         seconds["save"] = round(time.perf_counter() - save_start, 4)
         seconds["total"] = round(time.perf_counter() - start, 4)
         (tmp / REPORT).write_text(dumps(report.to_dict()) + "\n", encoding="utf-8")

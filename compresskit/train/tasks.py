@@ -14,6 +14,7 @@ import transformers
 from transformers import Trainer
 
 from compresskit.errors import ConfigError
+from compresskit.io import read_config
 from compresskit.loading import load_model, load_tokenizer
 from compresskit.train.data import TaskData, load_task
 from compresskit.train.encode import EncodedSplit, collator, encode_split
@@ -173,6 +174,7 @@ def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
     strategy starts from the same head), and its tokenizer."""
     assert job.model is not None  # checked by TrainJob.check_model_source
     tokenizer = load_tokenizer(job.model, job.trust_remote_code, required=True)  # before the model
+    _check_head_fits(job.model, read_config(job.model, job.trust_remote_code), data.num_labels)
     transformers.set_seed(job.training.seed)
     id2label = dict(enumerate(data.labels))
     model = load_model(
@@ -187,12 +189,23 @@ def _load_classifier(job: TrainJob, data: TaskData) -> tuple[Any, Any]:
     if name.endswith("ForMaskedLM") or model.base_model is model:
         # Pre-trained by compresskit (pruned or not): its encoder under a new head.
         return classifier_from_pretrained(model, id2label), tokenizer
-    if model.config.num_labels != data.num_labels or "Classification" not in name.replace(
-        "TokenClassification", ""
-    ):
+    if not name.endswith("ForSequenceClassification"):
         raise ConfigError(
-            f"{job.model} is a {name} with {model.config.num_labels} labels; training on "
-            f"{job.task} needs a sequence classifier with {data.num_labels}: start from "
-            "the dense checkpoint or a masked-LM model"
+            f"{job.model} is a {name}; training on {job.task} needs a sequence classifier: "
+            "start from the dense checkpoint or a masked-LM model"
         )
     return model, tokenizer
+
+
+def _check_head_fits(model: str, config: Any, labels: int) -> None:
+    """A checkpoint that is a sequence classifier already must have the data's label count:
+    its head is trained, and replacing it silently would lose that. A checkpoint without
+    such a head gets a new one, as every fine-tuning does, and that needs no word."""
+    named = (getattr(config, "architectures", None) or [""])[0]
+    is_classifier = isinstance(named, str) and named.endswith("ForSequenceClassification")
+    if is_classifier and config.num_labels != labels:
+        raise ConfigError(
+            f"{model} is a {named} with {config.num_labels} labels in the checkpoint, "
+            f"{labels} in the data: give data with its labels, or start from a checkpoint "
+            "without this head (the dense encoder, or a masked-LM model)"
+        )
