@@ -4,13 +4,57 @@ starting with "_")."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MINILM = SHARED / "models" / "minilm-l6-h384-uncased"
+SST2 = SHARED / "data" / "glue" / "SST-2"
+
+
+def sst2_parser(description: str, output: str) -> argparse.ArgumentParser:
+    """The options every SST-2 comparison of prune runs takes: where to write, smoke mode,
+    model, data, subset size, epochs and learning rate (each benchmark adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--output", type=Path, default=Path(output))
+    parser.add_argument("--smoke", action="store_true", help="tiny model and data, seconds")
+    parser.add_argument("--model", type=Path, default=MINILM)
+    parser.add_argument("--data", type=Path, default=SST2)
+    parser.add_argument("--max-train-samples", type=int, default=8000, help="0: all")
+    parser.add_argument("--epochs", default="2")
+    parser.add_argument("--lr", default="1e-4")
+    return parser
+
+
+@contextmanager
+def smoke_inputs(args: argparse.Namespace) -> Iterator[None]:
+    """Create --output; with --smoke, point args.model and args.data at a tiny checkpoint and
+    a tiny sentiment task in a temporary folder, which lasts until the block ends (each
+    benchmark sets its own smoke sizes)."""
+    from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tiny:
+        if args.smoke:
+            args.model = write_tiny_checkpoint(Path(tiny) / "model")
+            args.data = write_tiny_sentiment(Path(tiny) / "data")
+        yield
+
+
+def save_result(folder: Path, stem: str, result: dict[str, Any], text: str) -> None:
+    """STEM.json (the result) and STEM.md (its Markdown) into `folder`; the Markdown printed."""
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / f"{stem}.md").write_text(text)
+    print(text, end="")
 
 
 def run_prune(name: str, options: list[str], folder: Path) -> dict[str, Any]:

@@ -16,33 +16,25 @@ figure) and log, to --output (bench-out/finetune_comparison).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from _prune_runs import machine_and_commands, run_prune
+from _prune_runs import (
+    machine_and_commands,
+    run_prune,
+    save_result,
+    smoke_inputs,
+    sst2_parser,
+)
 
 import compresskit.machine
-from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MINILM = SHARED / "models" / "minilm-l6-h384-uncased"
-SST2 = SHARED / "data" / "glue" / "SST-2"
 PRUNING = ["--heads-ratio", "0.3333", "--ffn-ratio", "0.4"]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("bench-out/finetune_comparison"))
-    parser.add_argument("--smoke", action="store_true", help="tiny model and data, seconds")
-    parser.add_argument("--model", type=Path, default=MINILM)
-    parser.add_argument("--data", type=Path, default=SST2)
-    parser.add_argument("--max-train-samples", type=int, default=8000)
-    parser.add_argument("--epochs", default="2")
+    parser = sst2_parser(__doc__.splitlines()[0], "bench-out/finetune_comparison")
     parser.add_argument("--batch-size", default="32")
-    parser.add_argument("--lr", default="1e-4")
     parser.add_argument("--max-seq-len", default="64")
     parser.add_argument("--coef-lr", default="1e-2", help="coefficients' lr of the 2nd earlybird")
     parser.add_argument("--seed", default="0")
@@ -68,9 +60,10 @@ def runs(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def common(args: argparse.Namespace) -> list[str]:
+    subset = ["--max-train-samples", str(args.max_train_samples)] if args.max_train_samples else []
     return [
-        *("--model", str(args.model), "--task", "sst2", "--data", str(args.data)),
-        *("--max-train-samples", str(args.max_train_samples), "--epochs", args.epochs),
+        *("--model", str(args.model), "--task", "sst2", "--data", str(args.data), *subset),
+        *("--epochs", args.epochs),
         *("--batch-size", args.batch_size, "--lr", args.lr, "--max-seq-len", args.max_seq_len),
         *("--seed", args.seed, "--no-progress", "--overwrite"),
     ]
@@ -143,11 +136,8 @@ def _percent(ratio: float | None) -> str:
 
 def main() -> None:
     args = parse_args()
-    args.output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tiny:
+    with smoke_inputs(args):
         if args.smoke:
-            args.model = write_tiny_checkpoint(Path(tiny) / "model")
-            args.data = write_tiny_sentiment(Path(tiny) / "data")
             args.max_train_samples, args.epochs, args.batch_size = 64, "1", "16"
             args.lr, args.max_seq_len = "5e-3", "16"
         load_before = os.getloadavg()[0]
@@ -161,10 +151,7 @@ def main() -> None:
         "rows": summarise(reports),
         "reports": reports,
     }
-    (args.output / "finetune_comparison.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = markdown(result)
-    (args.output / "finetune_comparison.md").write_text(text)
-    print(text, end="")
+    save_result(args.output, "finetune_comparison", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -38,22 +38,19 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from _prune_runs import machine_and_commands, run_prune
+from _prune_runs import (
+    machine_and_commands,
+    run_prune,
+    save_result,
+    smoke_inputs,
+    sst2_parser,
+)
+from time_to_quality import RATIOS  # the same two pruning ratios
 
 import compresskit.machine
-from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MINILM = SHARED / "models" / "minilm-l6-h384-uncased"
-SST2 = SHARED / "data" / "glue" / "SST-2"
-RATIOS = {
-    "earlybert": ["--heads-ratio", "0.3333", "--ffn-ratio", "0.4"],
-    "wide": ["--heads-ratio", "0.5", "--ffn-ratio", "0.6"],
-}
 EPS = (0.05, 0.1, 0.15, 0.2)
 # rule -> (track, measure), as EarlyBirdConfig names them
 RULES = {
@@ -65,14 +62,7 @@ RULES = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("bench-out/ticket_rules"))
-    parser.add_argument("--smoke", action="store_true", help="tiny model and data, seconds")
-    parser.add_argument("--model", type=Path, default=MINILM)
-    parser.add_argument("--data", type=Path, default=SST2)
-    parser.add_argument("--max-train-samples", type=int, default=8000, help="0: all")
-    parser.add_argument("--epochs", default="2")
-    parser.add_argument("--lr", default="1e-4")
+    parser = sst2_parser(__doc__.splitlines()[0], "bench-out/ticket_rules")
     parser.add_argument("--search-fraction", default="0.6", help="of the budget, recorded")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ratios", default=",".join(RATIOS))
@@ -200,11 +190,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     args = parse_args()
-    args.output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tiny:
+    with smoke_inputs(args):
         if args.smoke:
-            args.model = write_tiny_checkpoint(Path(tiny) / "model")
-            args.data = write_tiny_sentiment(Path(tiny) / "data")
             args.max_train_samples, args.epochs, args.seeds = 128, "4", "0"
             args.lr, args.ratios = "5e-3", "earlybert"
         load_before = os.getloadavg()[0]
@@ -219,10 +206,7 @@ def main() -> None:
         "rows": table(reports),
         "reports": reports,
     }
-    (args.output / "ticket_rules.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = markdown(result)
-    (args.output / "ticket_rules.md").write_text(text)
-    print(text, end="")
+    save_result(args.output, "ticket_rules", result, markdown(result))
 
 
 if __name__ == "__main__":

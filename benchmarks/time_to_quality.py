@@ -21,18 +21,19 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from _prune_runs import machine_and_commands, run_prune
+from _prune_runs import (
+    machine_and_commands,
+    run_prune,
+    save_result,
+    smoke_inputs,
+    sst2_parser,
+)
 
 import compresskit.machine
-from compresskit.testing import write_tiny_checkpoint, write_tiny_sentiment
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MINILM = SHARED / "models" / "minilm-l6-h384-uncased"
-SST2 = SHARED / "data" / "glue" / "SST-2"
 # EarlyBERT's fine-tuning ratios (1.6x fewer encoder MACs on MiniLM), and one of >= 2.2x.
 RATIOS = {
     "earlybert": ["--heads-ratio", "0.3333", "--ffn-ratio", "0.4"],
@@ -47,15 +48,8 @@ VARIANTS = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("bench-out/time_to_quality"))
-    parser.add_argument("--smoke", action="store_true", help="tiny model and data, seconds")
-    parser.add_argument("--model", type=Path, default=MINILM)
-    parser.add_argument("--data", type=Path, default=SST2)
-    parser.add_argument("--max-train-samples", type=int, default=8000, help="0: all")
-    parser.add_argument("--epochs", default="2")
+    parser = sst2_parser(__doc__.splitlines()[0], "bench-out/time_to_quality")
     parser.add_argument("--batch-size", default="32")
-    parser.add_argument("--lr", default="1e-4")
     parser.add_argument("--max-seq-len", default="64")
     parser.add_argument("--eval-every", default="100", help="steps between dev-loss points")
     parser.add_argument("--seeds", default="0,1,2")
@@ -236,11 +230,8 @@ def figure(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    args.output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tiny:
+    with smoke_inputs(args):
         if args.smoke:
-            args.model = write_tiny_checkpoint(Path(tiny) / "model")
-            args.data = write_tiny_sentiment(Path(tiny) / "data")
             args.max_train_samples, args.epochs, args.batch_size = 128, "4", "16"
             args.lr, args.max_seq_len, args.eval_every = "5e-3", "16", "8"
             args.seeds = "0"
@@ -255,11 +246,8 @@ def main() -> None:
         "rows": summarise(reports),
         "reports": reports,
     }
-    (args.output / "time_to_quality.json").write_text(json.dumps(result, indent=1) + "\n")
     figure(result, args.output / "time_to_quality.png")
-    text = markdown(result)
-    (args.output / "time_to_quality.md").write_text(text)
-    print(text, end="")
+    save_result(args.output, "time_to_quality", result, markdown(result))
 
 
 if __name__ == "__main__":
