@@ -434,7 +434,9 @@ def _trainer(job: TrainJob, work: Workload, stage: str, *, max_steps: int | None
         eval_strategy="steps" if t.eval_every else "no",
         eval_steps=t.eval_every,
         prediction_loss_only=task.prediction_loss_only,
-        logging_steps=50,
+        # The training loss the stage's bar shows (train/progress.py): one .item() and, under
+        # DDP, one all-reduce of a scalar every 10 steps.
+        logging_steps=10,
         report_to="none",
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
