@@ -69,15 +69,18 @@ def layer_overrides(model: Any) -> dict[int, dict[str, int]]:
     return {i: {heads_field: h, ffn_field: w} for i, (h, w) in enumerate(shapes)}
 
 
-def config_to_save(model: Any) -> Any:
+def config_to_save(model: Any, *, standalone: bool = False) -> Any:
     """A copy of the model's (dense, base) config with `per_layer_config` stating every
-    layer's shape when the model is pruned; the model's own config is left as it is."""
+    layer's shape when the model is pruned, and for a standalone folder the `auto_map` naming
+    its modeling code; the model's own config is left as it is."""
     overrides = layer_overrides(model)
     config = copy.deepcopy(model.config)
     config.architectures = [type(model).__name__]  # as transformers' save_pretrained says
     if overrides:
         config.per_layer_config = overrides
         config.serialize_explicit_per_layer_config = True  # every layer, not only changes
+    if standalone:
+        config.auto_map = auto_map(model)
     return config
 
 
@@ -147,20 +150,13 @@ def auto_map(model: Any) -> dict[str, str]:
     return {auto: f"{STANDALONE_FILE[:-3]}.{name}" for auto, name in names.items()}
 
 
-def write_standalone(model: Any, folder: Path) -> None:
-    """Make a saved folder loadable without compresskit (trust_remote_code=True): copy the
-    modeling code into it and name its classes in config.json."""
-    import json
-
+def write_standalone(folder: Path) -> None:
+    """The modeling code a standalone folder's `auto_map` names (`config_to_save`), copied in
+    beside the model so that it loads without compresskit (trust_remote_code=True)."""
     from compresskit import standalone_modeling
 
-    mapping = auto_map(model)
     source = Path(standalone_modeling.__file__).read_text(encoding="utf-8")
     (folder / STANDALONE_FILE).write_text(source, encoding="utf-8")
-    path = folder / "config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config["auto_map"] = mapping
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # --- loading as the class asked for ----------------------------------------------------------
@@ -274,9 +270,9 @@ def _wrap_save_pretrained(original: Any) -> Any:
 
 
 def _is_compresskit_folder(path: Any) -> bool:
-    from compresskit.io import MANIFEST
+    from compresskit.loading import is_compresskit_folder
 
-    return isinstance(path, (str, os.PathLike)) and (Path(path) / MANIFEST).is_file()
+    return isinstance(path, (str, os.PathLike)) and is_compresskit_folder(Path(path))
 
 
 def _is_pruned(model: Any) -> bool:

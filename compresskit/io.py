@@ -74,9 +74,9 @@ def write_model(
     """The files of `save`, written into an existing folder (no atomicity: callers that
     add files of their own wrap it in `atomic_directory`)."""
     adapter = get_adapter(model)
-    config_to_save(model).save_pretrained(folder)
+    config_to_save(model, standalone=standalone).save_pretrained(folder)
     if standalone:
-        write_standalone(model, folder)
+        write_standalone(folder)
     save_model(model, str(folder / WEIGHTS), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
