@@ -315,6 +315,43 @@ class _PruneCommand(click.Command):
     "--resume", is_flag=True, default=None, help="Continue the unfinished run left in OUTPUT.run/."
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bars [on].")
+# Compression to a target, on the runtime it deploys to (compresskit/target.py).
+@click.option(
+    "--target-speedup",
+    type=float,
+    help="Choose every layer's widths to run this many times faster than the model as given "
+    "(measured on --runtime), keeping the most of the strategy's scores.",
+)
+@click.option("--target-latency", type=float, help="Like --target-speedup: milliseconds per batch.")
+@click.option(
+    "--target-macs", type=float, help="Like --target-speedup: this many times fewer encoder MACs."
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["ort"]),
+    help="Runtime the target is for [ort: ONNX Runtime CPU].",
+)
+@click.option("--threads", type=int, help="Threads the target is for [the cores available].")
+@click.option("--batch", type=int, help="Batch size the target is for [1]; --seq-len its length.")
+@click.option(
+    "--int8", is_flag=True, default=None, help="The target is for int8 weights (export --quantize)."
+)
+@click.option(
+    "--optimize",
+    is_flag=True,
+    default=None,
+    help="The target is for the fused graph (export --optimize).",
+)
+@click.option(
+    "--latency-model",
+    type=click.Path(path_type=Path),
+    help="A latency model file (`compresskit latency`) instead of measuring on this machine.",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Time the result against the model as given [on].",
+)
 @click.option(
     "--json",
     "as_json",
@@ -348,12 +385,20 @@ def prune(recipe: Path | None, set_options: tuple[str, ...], as_json: bool, **fl
         if name not in settings:
             raise click.UsageError(f"--{name} is required (or set {name!r} in --recipe)")
     job = {k: settings.pop(k) for k in (*_JOB_KEYS, *_SCRATCH_KEYS) if k in settings}
+    job["target"] = _target(settings, int(job.get("seq_len", 128)))
     task = {k: settings.pop(k) for k in _TASK_KEYS if k in settings}
     training = {k: settings.pop(k) for k in _TRAINING_KEYS if k in settings}
     if task or training or set(_SCRATCH_KEYS) & set(job):
         _prune_training(job, task, training, settings, as_json)
     else:
         _prune_one_shot(job, settings, as_json)
+
+
+def _target(settings: dict[str, Any], seq_len: int) -> Any:
+    """TargetOptions from the target flags (taken out of `settings`), or None."""
+    from compresskit.target import TARGET_FLAGS, target_from_flags
+
+    return target_from_flags({k: settings.pop(k) for k in TARGET_FLAGS if k in settings}, seq_len)
 
 
 def _prune_one_shot(job: dict[str, Any], options: dict[str, Any], as_json: bool) -> None:
@@ -369,6 +414,7 @@ def _prune_one_shot(job: dict[str, Any], options: dict[str, Any], as_json: bool)
             seq_len=int(job.get("seq_len", 128)),
             trust_remote_code=bool(job.get("trust_remote_code", False)),
             standalone=bool(job.get("standalone", False)),
+            target=job["target"],
         )
     )
     if as_json:
@@ -413,6 +459,7 @@ def _prune_training(
         standalone=bool(job.get("standalone", False)),
         config=None if job.get("config") is None else str(job["config"]),
         tokenizer=None if job.get("tokenizer") is None else str(job["tokenizer"]),
+        target=job["target"],
     )
     try:
         report = run_training(train_job)

@@ -6,6 +6,7 @@ compose the same steps themselves (see docs/python-api.md).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,13 @@ from compresskit.outputs import atomic_directory, claim_output, resolve_output
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
+from compresskit.target import (
+    TargetOptions,
+    check_target_options,
+    plan_for_target,
+    target_record,
+    target_summary,
+)
 
 REPORT = "report.json"
 
@@ -38,6 +46,7 @@ class PruneJob:
     seq_len: int = 128
     trust_remote_code: bool = False
     standalone: bool = False  # also write the modeling code (compresskit/hf.py)
+    target: TargetOptions | None = None  # widths chosen for a latency or MACs budget
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class PruneReport:
     before: ModelStats
     after: ModelStats
     seconds: dict[str, float]
+    target: dict[str, Any] | None = None  # target.target_record
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,16 +72,20 @@ class PruneReport:
             "params_ratio": self.dense.params / max(self.after.params, 1),
             "macs_ratio": self.dense.macs / max(self.after.macs, 1),
             "seconds": self.seconds,
+            "target": self.target,
         }
 
     def table(self) -> str:
-        return self.after.table(baseline=self.dense)
+        table = self.after.table(baseline=self.dense)
+        return table if self.target is None else f"{table}\n{target_summary(self.target)}"
 
 
 def run_prune(job: PruneJob) -> PruneReport:
     """Prune `job.model` with a one-shot strategy and save it, tokenizer included, with
     `compresskit.json` (plan and strategy) and `report.json` (params and MACs)."""
     strategy = get_strategy_class(job.strategy)(**job.options)  # validates before any work
+    if job.target is not None:
+        check_target_options(job.options)
     if strategy.kind != "one-shot" or strategy.needs_data:
         raise ConfigError(
             f"strategy {job.strategy!r} "
@@ -87,16 +101,33 @@ def run_prune(job: PruneJob) -> PruneReport:
             model, tokenizer = load_model_and_tokenizer(job.model, job.trust_remote_code)
             dense, before = dense_stats(model, job.seq_len), model_stats(model, job.seq_len)
         with timed(seconds, "score"):
-            plan = strategy.plan(model)
+            choice = None
+            if job.target is None:
+                plan = strategy.plan(model)
+            else:
+                scores = strategy.scores(model)
+                choice = plan_for_target(
+                    model, scores, job.target, round_to=strategy.config.round_to
+                )
+                plan = choice.plan
+        given = copy.deepcopy(model) if _measured(job.target) else None
         with timed(seconds, "prune"):
             from compresskit.pruner import prune
 
             prune(model, plan)
         after = model_stats(model, job.seq_len)
-        report = PruneReport(job, strategy.to_dict(), plan, dense, before, after, seconds)
+        target = None
+        if choice is not None and job.target is not None:
+            target = target_record(job.target, choice, given, model, seconds)
+        report = PruneReport(job, strategy.to_dict(), plan, dense, before, after, seconds, target)
         with timed(seconds, "save"):
             _save_with_report(model, tokenizer, report)
     return report
+
+
+def _measured(target: TargetOptions | None) -> bool:
+    """Whether the result's speed-up is to be measured against the model as given."""
+    return target is not None and target.verify and target.target.measures_latency
 
 
 def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:

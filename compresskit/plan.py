@@ -244,7 +244,7 @@ def keep_by_score(
         raise PlanError(f"scope must be 'layer' or 'global', got {scope!r}")
     counts = [_adjust_count(c, n, round_to, min_kept) for c, n in zip(counts, sizes, strict=True)]
     _check_something_kept(f"{name} {ratio:g}", unit, scope, sizes, counts)
-    return [_top_positions(s, c) for s, c in zip(scores, counts, strict=True)]
+    return [top_positions(s, c) for s, c in zip(scores, counts, strict=True)]
 
 
 def _check_something_kept(
@@ -297,7 +297,7 @@ def _stable_ascending(values: torch.Tensor) -> torch.Tensor:
     return values.numel() - 1 - reversed_order
 
 
-def _top_positions(scores: torch.Tensor, count: int) -> list[int]:
+def top_positions(scores: torch.Tensor, count: int) -> list[int]:
     values = scores.detach().flatten().double().cpu()
     order = _stable_ascending(values)
     kept = order[values.numel() - count :] if count else order[:0]

@@ -528,6 +528,41 @@ def _max_length(model: Any, tokenizer: Any) -> int:
     return positions
 
 
+# --- graphs for timing only -----------------------------------------------------------------
+def timing_graph(
+    model: Any,
+    folder: Path,
+    *,
+    head_dim: int,
+    optimize: bool = False,
+    quantize: str | None = None,
+    opset: int = 17,
+) -> Path:
+    """The graph `export_onnx` would deploy for `model` (traced, fused with `optimize`, int8
+    with `quantize`), written into `folder` for timing only: traced on synthetic token ids,
+    without parity checks or a tokenizer. The latency model times such graphs of random-init
+    models; nothing deploys them. A fusion that cannot be proved falls back to the unfused
+    graph, as in `export_onnx`."""
+    spec = onnx_spec(model)
+    ids = np.random.default_rng(0).integers(0, int(model.config.vocab_size), size=(2, 16))
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    if "token_type_ids" in spec.inputs:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    graph = folder / "exported.onnx"
+    _export_graph(model, spec, _Batch(feeds, np.ones(ids.shape, bool)), graph, opset)
+    if optimize:
+        heads = tuple(PruningPlan.of_model(model).heads_per_layer)
+        try:
+            ort.optimize(graph, folder / "optimized.onnx", ort.GraphLayout(heads, head_dim))
+            graph = folder / "optimized.onnx"
+        except ort.FusionRejected:
+            pass
+    if quantize == "int8":
+        ort.quantize_int8(graph, folder / "int8.onnx", per_channel=True)
+        graph = folder / "int8.onnx"
+    return graph
+
+
 # --- parity ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Batch:
@@ -672,11 +707,14 @@ def _export_graph(model: nn.Module, spec: OnnxSpec, batch: _Batch, path: Path, o
         for name in spec.outputs
     }
     args = tuple(torch.from_numpy(batch.feeds[name]) for name in spec.inputs)
+    # The exporter traces in eval mode and then restores the wrapper's mode, recursively: a
+    # fresh module is in training mode, which would leave `model` training (dropout on).
+    signature = _GraphSignature(model, spec).train(model.training)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             torch.onnx.export(
-                _GraphSignature(model, spec),
+                signature,
                 args,
                 str(path),
                 input_names=list(spec.inputs),

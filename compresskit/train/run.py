@@ -16,6 +16,7 @@ complete. The output folder itself appears only when everything in it is written
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -38,7 +39,15 @@ from compresskit.pipeline import timed
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
-from compresskit.strategies.base import SearchRecord, Strategy, TrainingTimeStrategy
+from compresskit.strategies.base import Scores, SearchRecord, Strategy, TrainingTimeStrategy
+from compresskit.target import (
+    TargetOptions,
+    WidthChoice,
+    check_target_options,
+    plan_for_target,
+    target_record,
+    target_summary,
+)
 from compresskit.train.accounting import TimeAccount
 from compresskit.train.callback import (
     SEARCH_STATE,
@@ -137,6 +146,7 @@ class TrainJob:
     config: str | None = None
     encoding: str = "utf-8"  # of the data files
     tokenizer: str | None = None
+    target: TargetOptions | None = None  # widths chosen for a latency or MACs budget
 
     @property
     def run_dir(self) -> Path:
@@ -186,6 +196,7 @@ class TrainJob:
             "data": self.data,
             "encoding": self.encoding,
             "options": self.options,
+            "target": None if self.target is None else self.target.to_dict(),
             # How often to show progress or checkpoint does not change what is computed.
             "training": {
                 k: v
@@ -212,6 +223,7 @@ class TrainReport:
     curve: list[dict[str, Any]] = field(default_factory=list)
     processes: int = 1  # DDP processes that trained (torchrun --nproc_per_node × nodes)
     process_index: int = 0  # this process's rank; 0 wrote the output
+    target: dict[str, Any] | None = None  # compresskit.target.target_record
 
     @property
     def primary_metric(self) -> str:
@@ -244,6 +256,7 @@ class TrainReport:
             "after": self.after.to_dict(),
             "params_ratio": self.dense.params / max(self.after.params, 1),
             "macs_ratio": self.dense.macs / max(self.after.macs, 1),
+            "target": self.target,
         }
 
     def summary(self) -> str:
@@ -258,6 +271,8 @@ class TrainReport:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
         lines.append(f"wall-clock: {stages}")
         lines += self.time.summary()
+        if self.target is not None:
+            lines.append(target_summary(self.target))
         return "\n".join(lines)
 
 
@@ -371,6 +386,7 @@ def _run(
         curve.points,
         process_state().num_processes,
         process_state().process_index,
+        choice.target,
     )
     _save(job, work.model, work.tokenizer, report, task.manifest(job, data), start)
     return report
@@ -384,7 +400,13 @@ def _build_strategy(job: TrainJob) -> Strategy | None:
         extra = sorted(set(job.options) - {"seed"})
         if extra:
             raise ConfigError(f"--strategy none trains the dense model: drop {', '.join(extra)}")
+        if job.target is not None:
+            raise ConfigError(
+                "--strategy none trains the dense model: a target needs a strategy's scores"
+            )
         return None
+    if job.target is not None:
+        check_target_options(job.options)
     strategy_class = get_strategy_class(job.strategy)
     if job.kind.pretraining:
         return strategy_class(**{**strategy_class.pretraining_defaults, **job.options})
@@ -473,6 +495,7 @@ class Choice:
     record: dict[str, Any] | None = None
     handoff: Handoff | None = None
     search_pace: float | None = None  # the search's seconds per step
+    target: dict[str, Any] | None = None  # how the widths met a target (target_record)
 
 
 def _choose(
@@ -497,24 +520,54 @@ def _choose(
         _prune(work.model, plan, seconds)
         if search is not None and restarts:
             job.run.load_start_weights(work.model)
-        return Choice(plan, search, restarts, search_pace=saved.get("seconds_per_step"))
+        return Choice(
+            plan,
+            search,
+            restarts,
+            search_pace=saved.get("seconds_per_step"),
+            target=saved.get("target"),
+        )
     handoff = None
     if isinstance(strategy, TrainingTimeStrategy):
         with timed(seconds, "search"):
-            plan, search, handoff = _search(job, strategy, work, curve, clock)
+            plan, search, handoff, width = _search(job, strategy, work, curve, clock)
         stage = {"search": seconds["search"]}
     else:
         with timed(seconds, "score"):
-            plan, search = strategy.plan(work.model, _scoring_batches(job, work)), None
+            batches, width = _scoring_batches(job, work), None
+            if job.target is None:
+                plan = strategy.plan(work.model, batches)
+            else:
+                width = _for_target(job, strategy, work.model, strategy.scores(work.model, batches))
+                plan = width.plan
+            search = None
         stage = {"score": seconds["score"]}
     record = {"plan": plan.to_dict(), "search": None if search is None else search.to_dict()}
     # Each process chose on its own (DDP keeps their weights and the strategy's parameters
     # equal): prove they agree before the models change shape.
     check_same_everywhere("the plan and the search that chose it", record)
+    given = _copy_to_time(job, work.model, width)
     _prune(work.model, plan, seconds)
+    target = None
+    if width is not None and job.target is not None:  # the main process times: it reports
+        target = target_record(job.target, width, given, work.model, seconds)
     pace = clock.seconds_per_step()
-    record |= {"seconds": stage, "seconds_per_step": pace}
-    return Choice(plan, search, restarts, record, handoff, pace)
+    record |= {"seconds": stage, "seconds_per_step": pace, "target": target}
+    return Choice(plan, search, restarts, record, handoff, pace, target)
+
+
+def _for_target(job: TrainJob, strategy: Strategy, model: Any, scores: Scores) -> WidthChoice:
+    """The widths chosen for the job's target from the strategy's scores (not its ratios)."""
+    assert job.target is not None
+    return plan_for_target(model, scores, job.target, round_to=strategy.config.round_to)
+
+
+def _copy_to_time(job: TrainJob, model: Any, width: WidthChoice | None) -> Any:
+    """A copy of the model before pruning, when the result's speed-up is to be measured."""
+    target = job.target
+    if width is None or target is None or not target.verify:
+        return None
+    return copy.deepcopy(model) if target.target.measures_latency and is_main_process() else None
 
 
 def _prune(model: Any, plan: PruningPlan, seconds: dict[str, float]) -> None:
@@ -530,7 +583,7 @@ def _search(
     work: Workload,
     curve: LossCurve,
     clock: StepClock,
-) -> tuple[PruningPlan, SearchRecord, Handoff | None]:
+) -> tuple[PruningPlan, SearchRecord, Handoff | None, WidthChoice | None]:
     """Train with the strategy attached until it decides (or the schedule ends), then detach
     it and let it set the weights the slim model starts from. The schedule is the whole
     run's, so the search is the beginning of it; unless the strategy restarts training, the
@@ -552,7 +605,14 @@ def _search(
     if checkpoint is not None:
         load_strategy_checkpoint(strategy, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
-    plan = strategy.finish(model)
+    # With a target, the strategy's scores at the decision (before detach: they may live in
+    # what it attached) go to the width chooser instead of its ratios.
+    width = None
+    if job.target is None:
+        plan = strategy.finish(model)
+    else:
+        width = _for_target(job, strategy, model, strategy.scores(model))
+        plan = width.plan
     strategy.detach()
     strategy.prepare_slim(model)
     handoff = None if strategy.restarts_training else Handoff.capture(trainer, model, plan)
@@ -561,7 +621,7 @@ def _search(
         strategy.record(), steps=trainer.state.global_step, resumed_from_step=resumed_from
     )
     # Plain JSON values (lists, not tuples), as a resumed run reads them back from plan.json.
-    return plan, SearchRecord.from_dict(json.loads(dumps(record.to_dict()))), handoff
+    return plan, SearchRecord.from_dict(json.loads(dumps(record.to_dict()))), handoff, width
 
 
 def _scoring_batches(job: TrainJob, work: Workload) -> Any:

@@ -1,0 +1,474 @@
+"""Per-layer widths for a budget: keep the most importance a model can keep under a latency (or
+MACs) budget, by a knapsack over layers instead of one ratio everywhere.
+
+Each layer l picks one option (h, f): keep its h best-scored heads and f best-scored FFN
+neurons. The option costs `cost.layer(h, f)` (compresskit/latency.py) and is worth
+
+    value_l(h, f) = w_heads · Σ_{top h heads of l} ŝ  +  w_ffn · Σ_{top f neurons of l} ŝ
+
+where ŝ are the strategy's scores made comparable across layers and across kinds: within each
+kind (heads, FFN neurons) shifted so that the least important unit of the model is worth
+little (1% of the mean's distance above it) but not nothing, then divided by the kind's
+total, so each kind's units together are worth 1. Scores of
+different kinds are in different units (a head's weight norm is not a neuron's), so the kinds
+are weighted by their share of the prunable parameters: w_heads = P_heads / (P_heads + P_ffn)
+with P_heads = Σ heads · 4 · hidden · head_dim and P_ffn = Σ neurons · 2 · hidden (a third
+for BERT's 4·hidden FFN). The chosen options maximise Σ_l value_l subject to
+
+    cost.fixed + Σ_l cost.layer(h_l, f_l) ≤ budget,
+
+solved exactly (multiple-choice knapsack, dynamic programming) on costs rounded *up* to
+1/4000 of the layers' budget, so the prediction of the result never exceeds the budget.
+FFN widths are multiples of `round_to` (or the layer's whole width); head counts any number.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compresskit.arch import get_adapter
+from compresskit.errors import ConfigError, PlanError
+from compresskit.latency import CostModel, LatencySetting, MacsModel, ModelShape
+from compresskit.plan import LayerPlan, PruningPlan, top_positions
+from compresskit.strategies.base import Scores
+
+BINS = 4000
+KINDS = ("speedup", "latency_ms", "macs")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of: `speedup` (predicted dense latency / this), `latency_ms` (milliseconds per
+    forward pass), `macs` (dense encoder MACs / this)."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"target kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"target {self.kind} must be a positive number, got {value!r}")
+        if self.kind != "latency_ms" and value < 1:
+            raise ConfigError(
+                f"target {self.kind} {value:g} is below 1: it is how many times faster "
+                "(or fewer MACs) than dense, e.g. 2.0"
+            )
+
+    @classmethod
+    def from_options(
+        cls,
+        speedup: float | None = None,
+        latency_ms: float | None = None,
+        macs: float | None = None,
+    ) -> Target | None:
+        given = {
+            k: v for k, v in zip(KINDS, (speedup, latency_ms, macs), strict=True) if v is not None
+        }
+        if len(given) > 1:
+            raise ConfigError(
+                "give one target: --target-speedup, --target-latency or --target-macs, "
+                f"not {' and '.join(given)}"
+            )
+        return cls(*next(iter(given.items()))) if given else None
+
+    @property
+    def measures_latency(self) -> bool:
+        return self.kind != "macs"
+
+    def budget(self, before: float) -> float:
+        """The whole model's budget in the cost's unit, given the cost of the model now."""
+        return self.value if self.kind == "latency_ms" else before / self.value
+
+    def describe(self) -> str:
+        if self.kind == "latency_ms":
+            return f"{self.value:g} ms"
+        return f"{self.value:g}x {'faster' if self.kind == 'speedup' else 'fewer MACs'}"
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """A target and the deployment it is for. `latency_model`: a file written by
+    `compresskit latency` (e.g. measured on the serving machine) instead of measuring here or
+    reading this machine's cache; `verify`: time the result against the model as given."""
+
+    target: Target
+    setting: LatencySetting = field(default_factory=LatencySetting)
+    latency_model: str | None = None
+    verify: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.target.kind,
+            "value": self.target.value,
+            "setting": asdict(self.setting),
+            "latency_model": self.latency_model,
+        }
+
+
+# The options of `compresskit prune` that describe a target and its deployment.
+TARGET_FLAGS = (
+    "target_speedup",
+    "target_latency",
+    "target_macs",
+    "runtime",
+    "threads",
+    "batch",
+    "int8",
+    "optimize",
+    "latency_model",
+    "verify",
+)
+
+
+def target_from_flags(flags: dict[str, Any], seq_len: int) -> TargetOptions | None:
+    """TargetOptions from `prune`'s flags (TARGET_FLAGS), or None without a target; the
+    deployment flags alone are refused, as they would do nothing."""
+    target = Target.from_options(
+        flags.get("target_speedup"), flags.get("target_latency"), flags.get("target_macs")
+    )
+    if target is None:
+        if flags:
+            names = ", ".join("--" + k.replace("_", "-") for k in flags)
+            raise ConfigError(
+                f"{names} describe(s) the deployment of a target: add --target-speedup, "
+                "--target-latency or --target-macs"
+            )
+        return None
+    setting = LatencySetting(
+        runtime=flags.get("runtime", "ort"),
+        threads=flags["threads"] if flags.get("threads") is not None else available_cores(),
+        batch_size=flags.get("batch", 1),
+        seq_len=seq_len,
+        int8=bool(flags.get("int8", False)),
+        optimize=bool(flags.get("optimize", False)),
+    )
+    model_file = flags.get("latency_model")
+    return TargetOptions(
+        target,
+        setting,
+        None if model_file is None else str(model_file),
+        bool(flags.get("verify", True)),
+    )
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity), the default thread count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WidthChoice:
+    """The plan chosen for a budget, and what the cost model predicts for it."""
+
+    plan: PruningPlan
+    unit: str
+    budget: float
+    predicted: float
+    before: float  # the cost of the model as it was given
+    importance_kept: float  # Σ value of the chosen options / Σ value of keeping everything
+
+    @property
+    def predicted_ratio(self) -> float:
+        return self.before / self.predicted if self.predicted > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "budget": self.budget,
+            "predicted": self.predicted,
+            "before": self.before,
+            "predicted_ratio": self.predicted_ratio,
+            "importance_kept": self.importance_kept,
+            "heads_per_layer": self.plan.heads_per_layer,
+            "ffn_per_layer": self.plan.ffn_per_layer,
+        }
+
+
+def plan_for_target(
+    model: nn.Module, scores: Scores, options: TargetOptions, *, round_to: int = 1
+) -> WidthChoice:
+    """The widths of `model` that keep the most of `scores` (a strategy's) within the target.
+    A latency target measures the latency model on this machine first (minutes; cached per
+    machine and setting), unless `options.latency_model` names one."""
+    if options.target.measures_latency:
+        from compresskit.exporters.latency import latency_model_for
+
+        cost: CostModel = latency_model_for(model, options.setting, options.latency_model)
+    else:
+        cost = macs_model(model, options.setting.seq_len)
+    current = PruningPlan.of_model(model)
+    before = cost.fixed + sum(
+        cost.layer(h, f)
+        for h, f in zip(current.heads_per_layer, current.ffn_per_layer, strict=True)
+    )
+    return choose_widths(
+        model,
+        scores.heads,
+        scores.ffn,
+        cost,
+        options.target.budget(before),
+        before=before,
+        round_to=round_to,
+    )
+
+
+def choose_widths(
+    model: nn.Module,
+    head_scores: list[torch.Tensor],
+    ffn_scores: list[torch.Tensor],
+    cost: CostModel,
+    budget: float,
+    *,
+    before: float,
+    round_to: int = 1,
+) -> WidthChoice:
+    """The plan of `model` (as it is now) that keeps the most score under `budget`.
+
+    Args:
+        head_scores, ffn_scores: per layer, one score per unit the model has now (a
+            strategy's `Scores`); higher means keep.
+        cost: fixed cost and per-layer cost (LatencyModel or MacsModel).
+        budget: the whole model's cost allowed, fixed cost included.
+        before: the cost of `model` as it is, for the reported ratio.
+        round_to: FFN widths are multiples of this (or a layer's whole width).
+    """
+    current = PruningPlan.of_model(model)
+    if [int(s.numel()) for s in head_scores] != current.heads_per_layer or [
+        int(s.numel()) for s in ffn_scores
+    ] != current.ffn_per_layer:
+        raise PlanError("scores do not match the model's heads and FFN neurons per layer")
+    if type(round_to) is not int or round_to < 1:
+        raise ConfigError(f"round_to must be a positive integer, got {round_to!r}")
+    head_values, ffn_values = _unit_values(model, head_scores, ffn_scores)
+    options = [
+        _layer_options(h, f, cost, round_to) for h, f in zip(head_values, ffn_values, strict=True)
+    ]
+    counts = [(len(h) - 1, len(f) - 1) for h, f in zip(head_values, ffn_values, strict=True)]
+    if cost.fixed + sum(cost.layer(h, f) for h, f in counts) > budget:  # else keep everything
+        counts = _knapsack(options, budget - cost.fixed, budget, cost)
+    _check_something_kept(counts, head_values, ffn_values, budget, cost.unit)
+    layers = []
+    for lp, hs, fs, (h, f) in zip(current.layers, head_scores, ffn_scores, counts, strict=True):
+        heads = tuple(lp.heads_kept[p] for p in top_positions(hs, h))
+        ffn = tuple(lp.ffn_kept[p] for p in top_positions(fs, f))
+        layers.append(LayerPlan(heads, ffn))
+    plan = PruningPlan(tuple(layers))
+    predicted = cost.fixed + sum(cost.layer(h, f) for h, f in counts)
+    total = sum(float(hv[-1] + fv[-1]) for hv, fv in zip(head_values, ffn_values, strict=True))
+    kept = sum(
+        float(hv[h] + fv[f]) for hv, fv, (h, f) in zip(head_values, ffn_values, counts, strict=True)
+    )
+    return WidthChoice(plan, cost.unit, budget, predicted, before, kept / total if total else 1.0)
+
+
+def _unit_values(
+    model: nn.Module, head_scores: list[torch.Tensor], ffn_scores: list[torch.Tensor]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per layer, the cumulative value of keeping the best 0, 1, 2, ... heads (neurons):
+    arrays of length count + 1 starting at 0 (the module docstring's value_l)."""
+    adapter = get_adapter(model)
+    hidden = adapter.hidden_size()
+    head_dim = adapter.head_dim(adapter.layers()[0]) if adapter.layers() else 0
+    n_heads = sum(int(s.numel()) for s in head_scores)
+    n_ffn = sum(int(s.numel()) for s in ffn_scores)
+    p_heads, p_ffn = n_heads * 4 * hidden * head_dim, n_ffn * 2 * hidden
+    w_heads = p_heads / (p_heads + p_ffn) if p_heads + p_ffn else 0.0
+    return (
+        _cumulative(head_scores, w_heads),
+        _cumulative(ffn_scores, 1.0 - w_heads),
+    )
+
+
+def _cumulative(scores: list[torch.Tensor], weight: float) -> list[np.ndarray]:
+    flat = [s.detach().double().flatten().cpu().numpy() for s in scores]
+    every = np.concatenate(flat) if flat else np.zeros(0)
+    every = every[np.isfinite(every)]  # -inf: a unit the strategy has removed already
+    if every.size == 0:
+        return [np.zeros(len(f) + 1) for f in flat]
+    low, spread = float(every.min()), float(every.mean() - every.min())
+    # The least important unit keeps a small worth (1% of the mean's distance from it, or 1
+    # when all scores are equal), so that a budget with room to spare keeps it; a removed
+    # unit is worth nothing.
+    shifted = [np.where(np.isfinite(f), f - low + (0.01 * spread or 1.0), 0.0) for f in flat]
+    total = float(sum(s.sum() for s in shifted))
+    norm = [s / total for s in shifted]
+    return [weight * np.concatenate([[0.0], np.cumsum(np.sort(s)[::-1])]) for s in norm]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """One layer's choices after dropping dominated ones, in ascending cost."""
+
+    counts: list[tuple[int, int]]
+    costs: np.ndarray
+    values: np.ndarray
+
+
+def _layer_options(
+    head_values: np.ndarray, ffn_values: np.ndarray, cost: CostModel, round_to: int
+) -> _Options:
+    n_heads, n_ffn = len(head_values) - 1, len(ffn_values) - 1
+    widths = sorted({*range(0, n_ffn + 1, round_to), n_ffn})
+    counts, costs, values = [], [], []
+    for h in range(n_heads + 1):
+        for f in widths:
+            counts.append((h, f))
+            costs.append(cost.layer(h, f))
+            values.append(head_values[h] + ffn_values[f])
+    order = sorted(range(len(counts)), key=lambda i: (costs[i], -values[i], counts[i]))
+    kept, best = [], -math.inf
+    for i in order:  # keep an option only if it is worth more than every cheaper one
+        if values[i] > best:
+            kept.append(i)
+            best = values[i]
+    return _Options(
+        [counts[i] for i in kept],
+        np.array([costs[i] for i in kept]),
+        np.array([values[i] for i in kept]),
+    )
+
+
+def _knapsack(
+    options: list[_Options], layers_budget: float, budget: float, cost: CostModel
+) -> list[tuple[int, int]]:
+    """One (heads, width) per layer maximising the total value, costs (rounded up to bins of
+    layers_budget / BINS) within the budget."""
+    cheapest = cost.fixed + sum(float(o.costs[0]) for o in options)
+    if layers_budget <= 0 or cheapest > budget:
+        raise ConfigError(
+            f"the budget of {_amount(budget, cost.unit)} is below the cheapest model these "
+            f"widths allow ({_amount(cheapest, cost.unit)}, of which "
+            f"{_amount(cost.fixed, cost.unit)} is the fixed cost): choose a smaller target"
+        )
+    step = layers_budget / BINS
+    best = np.zeros(BINS + 1)  # best[b]: the best value of the layers so far within b bins
+    choices = []
+    for layer in options:
+        bins = np.ceil(layer.costs / step).astype(int)
+        new = np.full(BINS + 1, -np.inf)
+        choice = np.full(BINS + 1, -1)
+        for k, (c, v) in enumerate(zip(bins, layer.values, strict=True)):
+            if c > BINS:
+                break  # ascending costs: every later option is dearer still
+            candidate = best[: BINS + 1 - c] + v
+            better = candidate > new[c:]
+            new[c:][better] = candidate[better]
+            choice[c:][better] = k
+        best = new
+        choices.append((choice, bins))
+    if not np.isfinite(best[BINS]):  # only the cheapest fits, and only without rounding
+        return [o.counts[0] for o in options]
+    counts, b = [], BINS
+    for layer, (choice, bins) in zip(reversed(options), reversed(choices), strict=True):
+        k = int(choice[b])
+        counts.append(layer.counts[k])
+        b -= int(bins[k])
+    return counts[::-1]
+
+
+def _check_something_kept(
+    counts: list[tuple[int, int]],
+    head_values: list[np.ndarray],
+    ffn_values: list[np.ndarray],
+    budget: float,
+    unit: str,
+) -> None:
+    """A budget met only by removing every head, or every FFN neuron, of a model that had
+    some is a target too far (MACs have no fixed cost to stop it), not a request."""
+    for position, kind, values in (
+        (0, "attention head", head_values),
+        (1, "FFN neuron", ffn_values),
+    ):
+        had = sum(len(v) - 1 for v in values)
+        if had and not sum(c[position] for c in counts):
+            raise ConfigError(
+                f"a budget of {_amount(budget, unit)} leaves the model no {kind}: "
+                "choose a smaller target"
+            )
+
+
+def _amount(value: float, unit: str) -> str:
+    return f"{value:.2f} ms" if unit == "ms" else f"{value / 1e6:,.1f}M {unit}"
+
+
+def model_shape(model: Any) -> ModelShape:
+    """The dense shape of `model` (pruned or not), as its config states it."""
+    adapter = get_adapter(model)
+    config = model.config
+    layers, heads, head_dim, ffn = type(adapter).config_shape(config)
+    return ModelShape(
+        model_type=str(config.model_type),
+        architecture=type(model).__name__,
+        layers=layers,
+        hidden=adapter.hidden_size(),
+        heads=heads,
+        head_dim=head_dim,
+        ffn=ffn,
+        vocab_size=int(config.vocab_size),
+    )
+
+
+def macs_model(model: nn.Module, seq_len: int) -> MacsModel:
+    """The MACs cost model of `model`'s dense shape."""
+    return MacsModel(model_shape(model), seq_len)
+
+
+def check_target_options(options: dict[str, Any]) -> None:
+    """A target chooses every width: ratios given beside it would be ignored, so refuse them."""
+    given = [
+        name for name in ("heads_ratio", "ffn_ratio", "heads_scope", "ffn_scope") if name in options
+    ]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"a target chooses the widths of every layer: drop {flags}")
+
+
+def target_record(
+    options: TargetOptions,
+    choice: WidthChoice,
+    given: nn.Module | None,
+    pruned: nn.Module,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """What report.json says about a target: the request, the choice and its prediction,
+    and, for latency targets with `verify` (`given`: the model before pruning), the speed-up
+    measured on the deployed graphs, its wall-clock added to `seconds["verify"]`."""
+    record = options.to_dict() | choice.to_dict() | {"measured": None}
+    if options.verify and options.target.measures_latency and given is not None:
+        from compresskit.exporters.latency import measure_speedup
+
+        start = time.perf_counter()
+        record["measured"] = measure_speedup(given, pruned, options.setting)
+        seconds["verify"] = round(time.perf_counter() - start, 4)
+    return record
+
+
+def target_summary(record: dict[str, Any]) -> str:
+    """One line: the target, the prediction and the measurement."""
+    setting = LatencySetting(**record["setting"])
+    kind, value = record["kind"], record["value"]
+    asked = Target(kind, value).describe()
+    where = "encoder MACs" if kind == "macs" else setting.describe()
+    unit = record["unit"]
+    amounts = f"{_amount(record['before'], unit)} -> {_amount(record['predicted'], unit)}"
+    line = f"target {asked} ({where}): predicted {record['predicted_ratio']:.2f}x ({amounts})"
+    measured = record.get("measured")
+    if measured:
+        line += (
+            f", measured {measured['speedup']:.2f}x ({measured['before_ms']:.2f} -> "
+            f"{measured['after_ms']:.2f} ms, interleaved medians of {measured['runs']} runs)"
+        )
+    return line
