@@ -687,6 +687,59 @@ def export_onnx(
     click.echo(report.summary())
 
 
+@cli.command()
+@click.option("--model", required=True, help="Model folder (its architecture and shape).")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads [the cores available].")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--int8", is_flag=True, help="For int8 weights (export --quantize int8).")
+@click.option("--optimize", is_flag=True, help="For the fused graph (export --optimize).")
+@click.option("--remeasure", is_flag=True, help="Measure again instead of reading the cache.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Also write the latency model here, for --latency-model (e.g. on another machine).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+def latency(
+    model: str,
+    threads: int | None,
+    batch: int,
+    seq_len: int,
+    int8: bool,
+    optimize: bool,
+    remeasure: bool,
+    output: Path | None,
+    overwrite: bool,
+) -> None:
+    """Measure (or show the cached) latency of one encoder layer of MODEL's architecture by
+    head count and FFN width, on ONNX Runtime with these settings: what --target-speedup
+    and --target-latency plan with."""
+    from compresskit.errors import OutputExistsError
+    from compresskit.exporters.latency import latency_model_for, measure_latency_model
+    from compresskit.latency import LatencySetting
+    from compresskit.loading import load_model
+    from compresskit.target import available_cores
+
+    if output is not None and output.exists() and not overwrite:
+        raise OutputExistsError(f"{output} exists: give --overwrite to replace it")
+    setting = LatencySetting(
+        threads=threads or available_cores(),
+        batch_size=batch,
+        seq_len=seq_len,
+        int8=int8,
+        optimize=optimize,
+    )
+    loaded = load_model(model)
+    measured = (
+        measure_latency_model(loaded, setting) if remeasure else latency_model_for(loaded, setting)
+    )
+    click.echo(measured.table())
+    if output is not None:
+        measured.save(output)
+        click.echo(f"-> {output}")
+
+
 def _add_lazy_commands() -> None:
     # bench lives in its own module; importing it loads neither torch nor onnxruntime.
     from compresskit.bench import bench_command

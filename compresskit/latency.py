@@ -151,6 +151,23 @@ class LatencyModel:
         s = self.shape
         return self.predict([s.heads] * s.layers, [s.ffn] * s.layers)
 
+    def table(self) -> str:
+        """Milliseconds of one layer by head count (rows) and FFN width (columns)."""
+        head = "heads \\ ffn " + " ".join(f"{f:>8}" for f in self.ffn_grid)
+        rows = [
+            f"{h:>11} " + " ".join(f"{v:>8.3f}" for v in row)
+            for h, row in zip(self.heads_grid, self.layer_ms, strict=True)
+        ]
+        return "\n".join(
+            [
+                f"{self.shape.architecture} ({self.shape.model_type}), {self.setting.describe()}",
+                f"fixed (embeddings, head): {self.fixed_ms:.3f} ms; one layer, ms:",
+                head,
+                *rows,
+                f"dense: {self.dense():.3f} ms predicted ({self.shape.layers} layers)",
+            ]
+        )
+
     # --- files ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -444,3 +444,24 @@ def test_a_target_with_the_dense_reference_is_refused(tiny_task, tmp_path):
         *("--target-macs", "2", "--output", str(tmp_path / "out")),
     )
     assert code == 1 and "a target needs a strategy's scores" in output
+
+
+def test_latency_shows_the_cached_model_and_writes_it_for_another_machine(
+    tiny_task, tmp_path, monkeypatch
+):
+    pytest.importorskip("onnxruntime")
+    from compresskit.exporters.latency import _machine
+    from compresskit.latency import cache_path
+
+    monkeypatch.setenv("COMPRESSKIT_CACHE", str(tmp_path / "cache"))
+    model, _ = tiny_task
+    setting = LatencySetting(threads=1, batch_size=4, seq_len=16)
+    planted = fake_latency(load_model(model), setting)
+    planted.save(cache_path(setting, planted.shape, _machine()))
+    args = ["latency", "--model", str(model), "--threads", "1", "--batch", "4", "--seq-len", "16"]
+    result = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "lm.json")])
+    assert result.exit_code == 0, result.output
+    assert "fixed (embeddings, head): 0.400 ms" in result.output  # the planted one: not measured
+    assert LatencyModel.load(tmp_path / "lm.json") == planted
+    again = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "lm.json")])
+    assert again.exit_code == 1 and "exists: give --overwrite" in again.output
