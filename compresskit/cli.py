@@ -230,6 +230,14 @@ _TRAINING_KEYS = (
     "save_every",
 )
 _TASK_KEYS = ("task", "data", "resume", "encoding")
+# Distillation while the slim model trains (train/distill.py).
+_DISTILL_FIELDS = {  # option -> DistillOptions field
+    "distill": "enabled",
+    "teacher": "teacher",
+    "distill_temperature": "temperature",
+    "distill_weight": "weight",
+    "distill_hidden": "hidden_weight",
+}
 # A model built from scratch, for pre-training (--task mlm) instead of --model.
 _SCRATCH_KEYS = ("config", "tokenizer")
 
@@ -315,6 +323,20 @@ class _PruneCommand(click.Command):
     "--resume", is_flag=True, default=None, help="Continue the unfinished run left in OUTPUT.run/."
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bars [on].")
+@click.option(
+    "--distill/--no-distill",
+    default=None,
+    help="Distil from a teacher while the slim model trains [on when --model is a classifier "
+    "fine-tuned on the task: it teaches, as it was before pruning].",
+)
+@click.option("--teacher", help="The teacher: a classifier fine-tuned on the task.")
+@click.option("--distill-temperature", type=float, help="Softmax temperature of distillation [2].")
+@click.option(
+    "--distill-weight", type=float, help="Weight of the teacher's soft labels in [0, 1] [0.5]."
+)
+@click.option(
+    "--distill-hidden", type=float, help="Weight of the hidden-state loss of every layer [0]."
+)
 # Compression to a target, on the runtime it deploys to (compresskit/target.py).
 @click.option(
     "--target-speedup",
@@ -388,7 +410,9 @@ def prune(recipe: Path | None, set_options: tuple[str, ...], as_json: bool, **fl
     job["target"] = _target(settings, int(job.get("seq_len", 128)))
     task = {k: settings.pop(k) for k in _TASK_KEYS if k in settings}
     training = {k: settings.pop(k) for k in _TRAINING_KEYS if k in settings}
-    if task or training or set(_SCRATCH_KEYS) & set(job):
+    distill = {k: settings.pop(k) for k in _DISTILL_FIELDS if k in settings}
+    if task or training or distill or set(_SCRATCH_KEYS) & set(job):
+        training |= {"distill": distill}
         _prune_training(job, task, training, settings, as_json)
     else:
         _prune_one_shot(job, settings, as_json)
@@ -433,12 +457,15 @@ def _prune_training(
 ) -> None:
     from compresskit.errors import ConfigError
 
+    distill = training.pop("distill", {})
     for required in ("task", "data"):
         if required not in task:
             scratch = [k for k in _SCRATCH_KEYS if k in job]
-            given = ", ".join("--" + k.replace("_", "-") for k in [*scratch, *task, *training])
+            named = [*scratch, *task, *training, *distill]
+            given = ", ".join("--" + k.replace("_", "-") for k in named)
             does = "pre-train(s)" if scratch else "fine-tune(s)"
             raise ConfigError(f"{given} {does} a model: --{required} is needed too")
+    from compresskit.train.distill import DistillOptions
     from compresskit.train.run import TrainingOptions, TrainJob, run_training
 
     if "seed" in options:
@@ -460,6 +487,7 @@ def _prune_training(
         config=None if job.get("config") is None else str(job["config"]),
         tokenizer=None if job.get("tokenizer") is None else str(job["tokenizer"]),
         target=job["target"],
+        distill=DistillOptions(**{_DISTILL_FIELDS[k]: v for k, v in distill.items()}),
     )
     try:
         report = run_training(train_job)

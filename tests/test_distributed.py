@@ -175,6 +175,31 @@ def test_two_processes_train_what_one_process_trains_with_the_global_batch(tmp_p
         torch.testing.assert_close(shared[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_two_processes_distil_what_one_process_distils(tmp_path):
+    """Distillation under DDP: the teacher's soft labels are a mean over each process's
+    batch, as the task loss is, so two processes of batch 8 train the 16-example steps of one
+    process. The teacher is the fine-tuned model before pruning, to a latency-free target."""
+    write_tiny_checkpoint(tmp_path / "model", dropout=0.0)
+    write_tiny_sentiment(tmp_path / "data")
+    dense = run([sys.executable, "-m", "compresskit", *SST2, "--strategy", "none",
+                 "--batch-size", "16", "--output", "teacher"], tmp_path)  # fmt: skip
+    assert dense.returncode == 0, dense.stderr[-3000:]
+    command = [*SST2, "--strategy", "magnitude", "--target-macs", "1.5", "--distill"]
+    command[command.index("model")] = "teacher"
+    one = run([sys.executable, "-m", "compresskit", *command, "--batch-size", "16",
+               "--output", "one"], tmp_path)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(["-m", "compresskit", *command, "--batch-size", "8",
+                    "--output", "two"], tmp_path / "logs", tmp_path)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two")]
+    assert [r["distillation"]["teacher"] for r in reports] == ["the model before pruning"] * 2
+    assert reports[0]["target"]["heads_per_layer"] == reports[1]["target"]["heads_per_layer"]
+    alone, shared = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for name, tensor in alone.items():
+        torch.testing.assert_close(shared[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_masked_lm_gradients_under_ddp_are_the_whole_batch_gradients(tmp_path):
     """The masked-LM loss through the DDP wrapper, each process on half the blocks and
     normalised by the masked tokens of both halves (as the Trainer passes them), gives the

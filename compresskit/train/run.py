@@ -57,6 +57,7 @@ from compresskit.train.callback import (
     add_strategy_group,
     load_strategy_checkpoint,
 )
+from compresskit.train.distill import DistillOptions, choose_teacher, distilling
 from compresskit.train.distributed import (
     IndependentRandomness,
     check_same_everywhere,
@@ -147,6 +148,7 @@ class TrainJob:
     encoding: str = "utf-8"  # of the data files
     tokenizer: str | None = None
     target: TargetOptions | None = None  # widths chosen for a latency or MACs budget
+    distill: DistillOptions = field(default_factory=DistillOptions)
 
     @property
     def run_dir(self) -> Path:
@@ -197,6 +199,7 @@ class TrainJob:
             "encoding": self.encoding,
             "options": self.options,
             "target": None if self.target is None else self.target.to_dict(),
+            "distill": self.distill.to_dict(),
             # How often to show progress or checkpoint does not change what is computed.
             "training": {
                 k: v
@@ -224,6 +227,7 @@ class TrainReport:
     processes: int = 1  # DDP processes that trained (torchrun --nproc_per_node × nodes)
     process_index: int = 0  # this process's rank; 0 wrote the output
     target: dict[str, Any] | None = None  # compresskit.target.target_record
+    distillation: dict[str, Any] | None = None  # the teacher and the loss's settings
 
     @property
     def primary_metric(self) -> str:
@@ -257,6 +261,7 @@ class TrainReport:
             "params_ratio": self.dense.params / max(self.after.params, 1),
             "macs_ratio": self.dense.macs / max(self.after.macs, 1),
             "target": self.target,
+            "distillation": self.distillation,
         }
 
     def summary(self) -> str:
@@ -273,6 +278,12 @@ class TrainReport:
         lines += self.time.summary()
         if self.target is not None:
             lines.append(target_summary(self.target))
+        if self.distillation is not None:
+            d = self.distillation
+            lines.append(
+                f"distilled from {d['teacher']} (temperature {d['temperature']:g}, weight "
+                f"{d['weight']:g}, hidden states {d['hidden_weight']:g})"
+            )
         return "\n".join(lines)
 
 
@@ -325,12 +336,18 @@ def _run(
     with timed(seconds, "load"):
         work = task.prepare(job, data)
         dense = dense_stats(work.model, job.seq_len)
+        teacher, taught_by = (None, None)
+        if strategy is not None:
+            labels = len(task.labels(data))
+            teacher, taught_by = choose_teacher(
+                job.distill, job.model, work.model, labels, task.pretraining
+            )
     curve, clocks = LossCurve(), {"search": StepClock(), "train": StepClock()}
     choice = _choose(job, strategy, work, curve, clocks["search"], seconds)
     search = choice.search
     # The slim (or dense) model trains the whole budget's schedule: from step 0, or from the
     # step the search stopped at, where a continuing search hands the run over.
-    trainer = _trainer(job, work, "train", max_steps=job.training.max_steps)
+    trainer = _trainer(job, work, "train", max_steps=job.training.max_steps, teacher=teacher)
     if choice.handoff is not None:
         with timed(seconds, "prune"):  # the optimizer state and the rest of the hand-off
             choice.handoff.write(trainer)
@@ -387,6 +404,7 @@ def _run(
         process_state().num_processes,
         process_state().process_index,
         choice.target,
+        None if teacher is None else job.distill.to_dict() | {"teacher": taught_by},
     )
     _save(job, work.model, work.tokenizer, report, task.manifest(job, data), start)
     return report
@@ -403,6 +421,10 @@ def _build_strategy(job: TrainJob) -> Strategy | None:
         if job.target is not None:
             raise ConfigError(
                 "--strategy none trains the dense model: a target needs a strategy's scores"
+            )
+        if job.distill.enabled or job.distill.teacher is not None:
+            raise ConfigError(
+                "--strategy none trains the dense reference: distillation is for pruned models"
             )
         return None
     if job.target is not None:
@@ -433,9 +455,12 @@ def _fit_sequence_length(job: TrainJob) -> TrainJob:
     return replace(job, training=replace(job.training, max_seq_len=positions))
 
 
-def _trainer(job: TrainJob, work: Workload, stage: str, *, max_steps: int | None) -> Trainer:
+def _trainer(
+    job: TrainJob, work: Workload, stage: str, *, max_steps: int | None, teacher: Any = None
+) -> Trainer:
     """The Trainer of one stage ("search" or "train"), checkpointing into the run's folder of
-    that stage and showing its own named progress (train/progress.py)."""
+    that stage and showing its own named progress (train/progress.py); with a `teacher`, its
+    loss distils (train/distill.py)."""
     t, task = job.training, job.kind
     args = TrainingArguments(
         output_dir=str(job.run.stage(stage)),
@@ -467,7 +492,10 @@ def _trainer(job: TrainJob, work: Workload, stage: str, *, max_steps: int | None
         # parameters; only a model with a layer pruned to no heads has any.
         ddp_find_unused_parameters=has_unused_parameters(work.model),
     )
-    trainer = task.trainer_class(
+    trainer_class = task.trainer_class
+    if teacher is not None:
+        trainer_class = distilling(trainer_class, teacher, job.distill)
+    trainer = trainer_class(
         model=work.model,
         args=args,
         train_dataset=work.train_set,
