@@ -1,0 +1,365 @@
+"""Compression to a latency target on ONNX Runtime, end to end: does the measured speed-up land
+on the target, and what accuracy does each speed-up keep?
+
+1. The teacher: dense MiniLM fine-tuned on the SST-2 subset (`--strategy none`), or
+   `--teacher PATH`.
+2. Speed: `compresskit prune --strategy magnitude --model TEACHER --target-speedup X` for
+   every target and deployment setting (fp32 and int8, batch 1 and 32, seq 128, 2 threads),
+   no training. Each run plans on the latency model (measured once per setting, kept in
+   OUTPUT/cache) and times its result against the teacher in interleaved rounds. The table:
+   predicted and measured speed-up, and the latency model's error on the whole model.
+3. Accuracy (`--accuracy`): the same targets, fine-tuned on the subset with and without
+   distillation from the teacher, and uniform ratios (one head and FFN ratio for every layer)
+   chosen to the same predicted latency, for comparison.
+
+Every run is one command, run one after another; a run whose report is saved is not run
+again, so the benchmark continues where it stopped and merges what is there.
+
+    python benchmarks/latency_target.py                    # teacher + speed at every target
+    python benchmarks/latency_target.py --accuracy --settings fp32-b1 --targets 2.0
+    python benchmarks/latency_target.py --smoke            # tiny model and data (CI)
+
+Writes latency_target.json, .md and .png to --output (bench-out/latency_target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from _prune_runs import run_prune, save_result, smoke_inputs, sst2_parser
+
+import compresskit.machine
+
+# name -> (extra prune flags, targets)
+SETTINGS = {
+    "fp32-b1": (["--batch", "1"], [1.5, 2.0, 2.5, 3.0]),
+    "fp32-b32": (["--batch", "32"], [1.5, 2.0, 2.5, 3.0]),
+    "int8-b1": (["--batch", "1", "--int8"], [3.0, 4.0, 5.0]),
+    "int8-b32": (["--batch", "32", "--int8"], [3.0, 4.0, 5.0]),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = sst2_parser(__doc__.splitlines()[0], "bench-out/latency_target")
+    parser.add_argument("--teacher", type=Path, help="a fine-tuned classifier (default: train)")
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--targets", help="comma-separated speed-ups (default: per setting)")
+    parser.add_argument("--threads", default="2")
+    parser.add_argument("--seq-len", default="128")
+    parser.add_argument("--accuracy", action="store_true", help="also fine-tune to each target")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--merge-only", action="store_true", help="only merge saved runs")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    with smoke_inputs(args):
+        if args.smoke:
+            args.settings, args.targets, args.seq_len = "fp32-b1", "1.3", "16"
+            args.max_train_samples, args.epochs = 0, "1"
+        os.environ["COMPRESSKIT_CACHE"] = str(args.output / "cache")
+        load_before = os.getloadavg()[0]
+        teacher = args.teacher or train_teacher(args)
+        runs = speed_runs(args, teacher)
+        if args.accuracy:
+            runs |= accuracy_runs(args, teacher)
+        teacher_report = teacher / "report.json"
+        result = {
+            "benchmark": "latency_target",
+            "teacher": str(teacher),
+            "teacher_accuracy": (
+                json.loads(teacher_report.read_text())["metrics"]["accuracy"]
+                if teacher_report.is_file()
+                else None
+            ),
+            "threads": int(args.threads),
+            "seq_len": int(args.seq_len),
+            "machine": compresskit.machine.machine_info(),
+            "load_before": load_before,
+            "runs": runs,
+        }
+        figure(result, args.output / "latency_target.png")
+        save_result(args.output, "latency_target", result, markdown(result))
+
+
+def subset(args: argparse.Namespace) -> list[str]:
+    return ["--max-train-samples", str(args.max_train_samples)] if args.max_train_samples else []
+
+
+def fine_tuning(args: argparse.Namespace, seed: str) -> list[str]:
+    return [
+        *("--task", "sst2", "--data", str(args.data), *subset(args)),
+        *("--epochs", args.epochs, "--lr", args.lr, "--batch-size", "32"),
+        *("--max-seq-len", "16" if args.smoke else "64"),
+        *("--seed", seed, "--no-progress", "--overwrite"),
+    ]
+
+
+def once(args: argparse.Namespace, name: str, options: list[str]) -> dict[str, Any] | None:
+    """The saved report of run `name`, else run it (unless --merge-only)."""
+    path = args.output / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if args.merge_only:
+        return None
+    load_before = os.getloadavg()[0]
+    report = run_prune(name, options, args.output)
+    report["load_before"] = load_before
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def train_teacher(args: argparse.Namespace) -> Path:
+    options = ["--strategy", "none", "--model", str(args.model), *fine_tuning(args, "0")]
+    once(args, "teacher", options)
+    return args.output / "teacher"
+
+
+def targets_of(args: argparse.Namespace, setting: str) -> list[float]:
+    return [float(t) for t in args.targets.split(",")] if args.targets else SETTINGS[setting][1]
+
+
+def deployment(args: argparse.Namespace, setting: str) -> list[str]:
+    return [*SETTINGS[setting][0], "--threads", args.threads, "--seq-len", args.seq_len]
+
+
+def speed_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, Any]]:
+    """One-shot prunes of the teacher to every target, each timed against the teacher."""
+    runs = {}
+    for setting in args.settings.split(","):
+        for target in targets_of(args, setting):
+            name = f"speed-{setting}-{target:g}x"
+            options = [
+                *("--strategy", "magnitude", "--model", str(teacher)),
+                *("--target-speedup", f"{target:g}", *deployment(args, setting), "--overwrite"),
+            ]
+            report = once(args, name, options)
+            if report is not None:
+                runs[name] = {"kind": "speed", "setting": setting, "target": target} | row(report)
+    return runs
+
+
+def accuracy_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, Any]]:
+    """Fine-tuning to each target, distilled and not, and uniform ratios at the same
+    predicted latency."""
+    runs = {}
+    for seed in args.seeds.split(","):
+        for setting in args.settings.split(","):
+            for target in targets_of(args, setting):
+                base = [
+                    *("--strategy", "magnitude", "--model", str(teacher)),
+                    *fine_tuning(args, seed),
+                ]
+                aimed = ["--target-speedup", f"{target:g}", *deployment(args, setting)]
+                variants = {
+                    "distilled": [*aimed, "--distill"],
+                    "plain": [*aimed, "--no-distill"],
+                    "uniform": [*uniform_ratios(args, setting, target, teacher), "--distill"],
+                }
+                for variant, extra in variants.items():
+                    name = f"accuracy-{setting}-{target:g}x-{variant}-seed{seed}"
+                    report = once(args, name, [*base, *extra])
+                    if report is not None and report.get("target") is None:
+                        report["target"] = timed_against(args, setting, teacher, name)
+                        (args.output / f"{name}.json").write_text(json.dumps(report, indent=1))
+                    if report is not None:
+                        runs[name] = {
+                            "kind": variant,
+                            "setting": setting,
+                            "target": target,
+                            "seed": int(seed),
+                        } | row(report)
+    return runs
+
+
+def latency_setting(args: argparse.Namespace, setting: str) -> Any:
+    from compresskit.latency import LatencySetting
+
+    flags = SETTINGS[setting][0]
+    return LatencySetting(
+        threads=int(args.threads),
+        batch_size=int(flags[flags.index("--batch") + 1]),
+        seq_len=int(args.seq_len),
+        int8="--int8" in flags,
+    )
+
+
+def timed_against(args: argparse.Namespace, setting: str, teacher: Path, name: str) -> dict:
+    """A run without a target (uniform ratios) timed against the teacher as --verify times
+    a target's result, in this process."""
+    from compresskit.exporters.latency import measure_speedup
+    from compresskit.loading import load_model
+
+    measured = measure_speedup(
+        load_model(teacher), load_model(args.output / name), latency_setting(args, setting)
+    )
+    return {"predicted_ratio": None, "predicted": None, "measured": measured}
+
+
+def uniform_ratios(
+    args: argparse.Namespace, setting: str, target: float, teacher: Path
+) -> list[str]:
+    """--heads-ratio and --ffn-ratio, the same fraction of both in every layer, whose model the
+    setting's latency model predicts at `target` (bisection on the fraction; the cached
+    latency model was measured by the speed runs)."""
+    from compresskit.exporters.latency import latency_model_for
+    from compresskit.loading import load_model
+
+    lm = latency_model_for(load_model(teacher), latency_setting(args, setting))
+    s = lm.shape
+
+    def predicted(fraction: float) -> float:
+        heads, ffn = round(s.heads * (1 - fraction)), round(s.ffn * (1 - fraction))
+        return lm.predict([heads] * s.layers, [ffn] * s.layers)
+
+    low, high = 0.0, 1 - 1 / s.heads  # at most: one head left in every layer
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if lm.dense() / predicted(middle) < target else (low, middle)
+    return ["--heads-ratio", f"{high:.4f}", "--ffn-ratio", f"{high:.4f}"]
+
+
+def row(report: dict[str, Any]) -> dict[str, Any]:
+    target = report.get("target") or {}
+    measured = target.get("measured") or {}
+    metrics = report.get("metrics") or {}
+    return {
+        "command": report["command"],
+        "predicted_speedup": target.get("predicted_ratio"),
+        "predicted_ms": target.get("predicted"),
+        "measured_speedup": measured.get("speedup"),
+        "measured_ms": measured.get("after_ms"),
+        "teacher_ms": measured.get("before_ms"),
+        "accuracy": metrics.get("accuracy"),
+        "params": report["after"]["params"],
+        "macs_ratio": report["macs_ratio"],
+        "heads_per_layer": [layer["heads"] for layer in report["after"]["layers"]],
+        "ffn_per_layer": [layer["ffn_width"] for layer in report["after"]["layers"]],
+        "distillation": report.get("distillation"),
+        "load_before": report.get("load_before"),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    runs = result["runs"]
+    lines = [
+        "# Compression to a latency target on ONNX Runtime",
+        "",
+        f"Teacher: {result['teacher']}; {result['threads']} threads, sequence length "
+        f"{result['seq_len']}. Strategy: magnitude scores, widths chosen by the knapsack "
+        "over layers on the setting's latency model. *Measured*: the pruned graph against the "
+        "teacher's, the graphs `compresskit export onnx` deploys, interleaved medians of 30 "
+        "runs in one process (compresskit's --verify).",
+        "",
+        "## Speed",
+        "",
+        "| setting | target | predicted | measured | off target | predicted ms | measured ms "
+        "| model error | MACs ratio | heads per layer | FFN per layer |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+    ]
+    for r in runs.values():
+        if r["kind"] != "speed" or r["measured_speedup"] is None:
+            continue
+        off = r["measured_speedup"] / r["target"] - 1
+        error = r["predicted_ms"] / r["measured_ms"] - 1
+        lines.append(
+            f"| {r['setting']} | {r['target']:g}x | {r['predicted_speedup']:.2f}x | "
+            f"{r['measured_speedup']:.2f}x | {off:+.1%} | {r['predicted_ms']:.2f} | "
+            f"{r['measured_ms']:.2f} | {error:+.1%} | {r['macs_ratio']:.2f}x | "
+            f"{r['heads_per_layer']} | {r['ffn_per_layer']} |"
+        )
+    accuracy = [r for r in runs.values() if r["kind"] != "speed"]
+    if accuracy:
+        teacher = result.get("teacher_accuracy")
+        lines += [
+            "",
+            "## Accuracy",
+            "",
+            "Teacher dev accuracy: "
+            + (f"{100 * teacher:.2f}%." if teacher is not None else "not known (given)."),
+            "",
+            "| setting | target | variant | seeds | dev acc | measured speed-up | MACs ratio |",
+            "|---|--:|---|--:|--:|--:|--:|",
+        ]
+        groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+        for r in accuracy:
+            groups.setdefault((r["setting"], r["target"], r["kind"]), []).append(r)
+        for (setting, target, kind), group in groups.items():
+            acc = [100 * g["accuracy"] for g in group]
+            spread = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
+            speed = [g["measured_speedup"] for g in group if g["measured_speedup"]]
+            lines.append(
+                f"| {setting} | {target:g}x | {kind} | {len(group)} | "
+                f"{statistics.mean(acc):.2f}{spread} | "
+                f"{(f'{statistics.median(speed):.2f}x' if speed else '')} | "
+                f"{group[0]['macs_ratio']:.2f}x |"
+            )
+    m = result["machine"]
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores; torch {m['torch']}, "
+        f"transformers {m['transformers']}, Python {m['python']}. Runs were sequential; "
+        f"1-min load average {result['load_before']:.2f} before.",
+        "",
+        "Commands:",
+        "",
+        "```",
+        *[r["command"] for r in runs.values()],
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def figure(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    speed = [r for r in result["runs"].values() if r["kind"] == "speed" and r["measured_speedup"]]
+    accuracy = [r for r in result["runs"].values() if r["kind"] != "speed" and r["accuracy"]]
+    panels = 2 if accuracy else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for setting in sorted({r["setting"] for r in speed}):
+        rows = [r for r in speed if r["setting"] == setting]
+        ax.plot(
+            [r["target"] for r in rows], [r["measured_speedup"] for r in rows], "o-", label=setting
+        )
+    if speed:
+        top = max(max(r["target"] for r in speed), max(r["measured_speedup"] for r in speed))
+        ax.plot([1, top], [1, top], "k:", label="on target")
+        ax.fill_between([1, top], [0.93, 0.93 * top], [1.07, 1.07 * top], color="0.9", label="±7%")
+    ax.set_xlabel("target speed-up")
+    ax.set_ylabel("measured speed-up (ONNX Runtime)")
+    ax.set_title("Measured against target")
+    ax.legend(fontsize=8)
+    if accuracy:
+        ax = axes[0][1]
+        for kind, marker in (("distilled", "o"), ("plain", "s"), ("uniform", "^")):
+            rows = [r for r in accuracy if r["kind"] == kind]
+            ax.plot(
+                [r["measured_speedup"] for r in rows],
+                [100 * r["accuracy"] for r in rows],
+                marker,
+                label=kind,
+            )
+        ax.set_xlabel("measured speed-up")
+        ax.set_ylabel("SST-2 dev accuracy (%)")
+        ax.set_title("Accuracy against speed")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Latency targets: {Path(result['teacher']).name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
