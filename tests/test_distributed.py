@@ -157,22 +157,28 @@ def test_two_processes_train_what_one_process_trains_with_the_global_batch(tmp_p
     weights differed by 0.12."""
     write_tiny_checkpoint(tmp_path / "model", dropout=0.0)
     write_tiny_sentiment(tmp_path / "data")
-    command = [*SST2, *quick_args(strategy)]
+    reports = one_and_two_processes([*SST2, *quick_args(strategy)], tmp_path)
+    assert [r["global_batch_size"] for r in reports] == [16, 16]
+    assert reports[0]["search"] == reports[1]["search"]  # every step it watched, the decision
+    assert reports[0]["search"]["decided_at"] is not None
+    assert reports[0]["metrics"] == reports[1]["metrics"]
+
+
+def one_and_two_processes(command: list[str], tmp_path: Path) -> list[dict[str, Any]]:
+    """Run `command` in one process with batch 16 (-> one/) and in two with batch 8 (-> two/),
+    check that both trained the same weights (up to the order of floating-point sums) and
+    return their reports."""
     one = run([sys.executable, "-m", "compresskit", *command, "--batch-size", "16",
                "--output", "one"], tmp_path)  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
     two = torchrun(["-m", "compresskit", *command, "--batch-size", "8",
                     "--output", "two"], tmp_path / "logs", tmp_path)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
-    reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two")]
-    assert [r["global_batch_size"] for r in reports] == [16, 16]
-    assert reports[0]["search"] == reports[1]["search"]  # every step it watched, the decision
-    assert reports[0]["search"]["decided_at"] is not None
-    assert reports[0]["metrics"] == reports[1]["metrics"]
     alone, shared = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert alone.keys() == shared.keys()
     for name, tensor in alone.items():
         torch.testing.assert_close(shared[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+    return [json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two")]
 
 
 def test_two_processes_distil_what_one_process_distils(tmp_path):
@@ -186,18 +192,9 @@ def test_two_processes_distil_what_one_process_distils(tmp_path):
     assert dense.returncode == 0, dense.stderr[-3000:]
     command = [*SST2, "--strategy", "magnitude", "--target-macs", "1.5", "--distill"]
     command[command.index("model")] = "teacher"
-    one = run([sys.executable, "-m", "compresskit", *command, "--batch-size", "16",
-               "--output", "one"], tmp_path)  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = torchrun(["-m", "compresskit", *command, "--batch-size", "8",
-                    "--output", "two"], tmp_path / "logs", tmp_path)  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two")]
+    reports = one_and_two_processes(command, tmp_path)
     assert [r["distillation"]["teacher"] for r in reports] == ["the model before pruning"] * 2
     assert reports[0]["target"]["heads_per_layer"] == reports[1]["target"]["heads_per_layer"]
-    alone, shared = weights(tmp_path / "one"), weights(tmp_path / "two")
-    for name, tensor in alone.items():
-        torch.testing.assert_close(shared[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_masked_lm_gradients_under_ddp_are_the_whole_batch_gradients(tmp_path):
