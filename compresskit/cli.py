@@ -673,8 +673,17 @@ def export() -> None:
     "--optimize",
     is_flag=True,
     help="Fuse attention, LayerNorm and GELU with ONNX Runtime's optimizer (head counts per "
-    "layer); keeps the unfused graph, with a warning, if the fused one fails parity.",
+    "layer); keeps the unfused graph, with a warning, if the fused one fails parity or runs "
+    "slower on this machine.",
 )
+@click.option(
+    "--speed-check/--no-speed-check",
+    default=True,
+    show_default=True,
+    help="With --optimize: time the fused graph against the unfused one (batch 1 and 32) and "
+    "keep the faster.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Threads of the speed check [cores].")
 @click.option(
     "--quantize", type=click.Choice(["int8"]), help="Dynamic int8 weights (checked vs fp32)."
 )
@@ -698,6 +707,8 @@ def export_onnx(
     eval_task: str | None,
     opset: int,
     overwrite: bool,
+    speed_check: bool,
+    threads: int | None,
 ) -> None:
     """Export MODEL_DIR (compresskit or transformers folder) to ONNX, checked against PyTorch."""
     from compresskit.exporters.onnx import export_onnx as run_export
@@ -711,6 +722,8 @@ def export_onnx(
         overwrite=overwrite,
         eval_data=eval_data,
         eval_task=eval_task,
+        speed_check=speed_check,
+        threads=threads,
     )
     click.echo(report.summary())
 

@@ -26,13 +26,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from compresskit.bench import interleaved_times, synthetic_ids
-from compresskit.exporters import ort
-from compresskit.exporters.onnx import timing_graph
+from compresskit.bench import interleaved_times
+from compresskit.exporters.onnx import timed_call, timing_graph
 from compresskit.hf import split_config
 from compresskit.latency import (
     LatencyModel,
@@ -127,21 +125,13 @@ def _layer_builder(model: Any, config: Any, heads: int, ffn: int) -> Callable[[]
 
 
 def _timed_call(graph: Path, setting: LatencySetting, vocab: int) -> Callable[[], None]:
-    """One forward pass of the deployment's shape: seeded token ids, no padding, the inputs
-    the graph has (one without attention keeps no attention_mask input)."""
-    sess = ort.session(graph, threads=setting.threads)
-    ids = synthetic_ids(vocab or SMALL_VOCAB, setting.batch_size, setting.seq_len)
-    arrays = {
-        "input_ids": ids,
-        "attention_mask": np.ones_like(ids),
-        "token_type_ids": np.zeros_like(ids),
-    }
-    feeds = {i.name: arrays[i.name] for i in sess.get_inputs()}
-
-    def call() -> None:
-        sess.run(None, feeds)
-
-    return call
+    return timed_call(
+        graph,
+        vocab=vocab or SMALL_VOCAB,
+        batch=setting.batch_size,
+        seq=setting.seq_len,
+        threads=setting.threads,
+    )
 
 
 def _rounds(call: Callable[[], None]) -> int:

@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from compresskit.exporters.evaluation import EvalSet, Evaluation, read_eval_set,
 from compresskit.io import MANIFEST
 from compresskit.outputs import atomic_directory, claim_output, resolve_output
 from compresskit.plan import PruningPlan
+from compresskit.target import available_cores
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class ExportReport:
     evaluation: Evaluation | None = None
     model_bytes: int = 0
     versions: dict[str, str] = field(default_factory=dict)
+    fusion_timing: dict[str, Any] | None = None  # fused against unfused, when checked
 
     @property
     def optimized(self) -> bool:
@@ -201,6 +203,7 @@ class ExportReport:
             "ffn_per_layer": self.ffn_per_layer,
             "optimized": self.optimized,
             "fusions": self.fusions.to_dict() if self.fusions else None,
+            "fusion_timing": self.fusion_timing,
             "quantized": self.quantized,
             "parity": [p.to_dict() for p in self.parity],
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
@@ -258,13 +261,20 @@ def export_onnx(
     sample_texts: Sequence[str] | None = None,
     eval_data: str | Path | None = None,
     eval_task: str | None = None,
+    speed_check: bool = True,
+    threads: int | None = None,
 ) -> ExportReport:
     """Export a model folder (compresskit.save or plain transformers) to an ONNX folder.
 
     Args:
         optimize: fuse attention, LayerNorm and GELU with ORT's transformer optimizer, head
             counts read per layer; falls back to the unfused graph (with a warning in the
-            report) when the fused graph cannot be proved right or fails parity.
+            report) when the fused graph cannot be proved right, fails parity or, with
+            `speed_check`, runs slower than the unfused graph.
+        speed_check: with `optimize`, time the fused and the unfused graph on this machine
+            (interleaved, batch 1 and 32, sequence length 128 or the model's maximum, with
+            `threads` intra-op threads, default the cores available) and keep the fused one
+            only if it is faster at both: fusion must never make a model slower.
         quantize: "int8" for dynamic int8 weights (of the optimised graph if asked).
         parity_tolerance: largest |ONNX - PyTorch| allowed for float32 graphs, over real
             (non-padding) positions.
@@ -289,6 +299,7 @@ def export_onnx(
         # Read the evaluation data before the slow part, so that a mistake in it costs nothing.
         eval_set = _eval_set(source, model, spec, eval_data, eval_task) if eval_data else None
         job = _Job(model, tokenizer, spec, texts, parity_tolerance)
+        job.speed_check = (threads or available_cores()) if speed_check else None
         with atomic_directory(target, overwrite=overwrite) as folder:
             with tempfile.TemporaryDirectory(dir=folder) as work:
                 graph = job.build(Path(work), optimize=optimize, quantize=quantize, opset=opset)
@@ -383,6 +394,8 @@ class _Job:
         self.quantized: str | None = None
         self.graphs: dict[str, Path] = {}  # float32 graph, and the int8 one if quantised
         self.evaluation: Evaluation | None = None
+        self.speed_check: int | None = None  # threads to time fused against unfused with
+        self.fusion_timing: dict[str, Any] | None = None
 
     def build(self, work: Path, *, optimize: bool, quantize: str | None, opset: int) -> Path:
         """Run the stages; return the path of the graph to deploy."""
@@ -442,11 +455,39 @@ class _Job:
                 f"{worst:.3g} (tolerance {self.tolerance:g})"
             )
             return exported
+        if self.speed_check is not None and not self._faster(fused, exported, self.speed_check):
+            return exported
         self.warnings += [
             f"optimize: attention in layer {i} was not fused" for i in fusions.unfused_attention
         ]
         self.fusions = fusions
         return fused
+
+    def _faster(self, fused: Path, unfused: Path, threads: int) -> bool:
+        """Whether the fused graph runs faster than the unfused one at every timed shape (on
+        ORT 1.31's CPU kernels it may not: docs/export.md); recorded in the report."""
+        seq = min(128, self.max_length)
+        vocab = int(self.model.config.vocab_size)
+        timing: dict[str, Any] = {"threads": threads, "shapes": []}
+        for batch, runs in ((1, 30), (32, 10)):
+            medians = median_ms(
+                [fused, unfused], vocab=vocab, batch=batch, seq=seq, threads=threads, runs=runs
+            )
+            timing["shapes"].append(
+                {"batch": batch, "seq": seq, "fused_ms": medians[0], "unfused_ms": medians[1]}
+            )
+        self.fusion_timing = timing
+        slower = [t for t in timing["shapes"] if t["fused_ms"] >= t["unfused_ms"]]
+        if slower:
+            said = "; ".join(
+                f"batch {t['batch']}: {t['fused_ms']:.1f} vs {t['unfused_ms']:.1f} ms"
+                for t in slower
+            )
+            self.warnings.append(
+                f"optimize: kept the unfused graph: the fused graph ran slower on this machine "
+                f"({said}, {threads} threads)"
+            )
+        return not slower
 
     def _quantize(self, fp32: Path, int8: Path) -> Path:
         try:
@@ -503,6 +544,7 @@ class _Job:
             parity=tuple(self.checks),
             warnings=tuple(self.warnings),
             evaluation=self.evaluation,
+            fusion_timing=self.fusion_timing,
             model_bytes=model_bytes,
             versions={
                 "compresskit": __version__,
@@ -529,6 +571,40 @@ def _max_length(model: Any, tokenizer: Any) -> int:
 
 
 # --- graphs for timing only -----------------------------------------------------------------
+def timed_call(
+    graph: Path, *, vocab: int, batch: int, seq: int, threads: int
+) -> Callable[[], None]:
+    """One forward pass of `graph` in a session of `threads` intra-op threads, on seeded token
+    ids (batch, seq) without padding, fed to the inputs the graph has (a graph without
+    attention has no attention_mask input)."""
+    from compresskit.bench import synthetic_ids
+
+    ids = synthetic_ids(vocab, batch, seq)
+    arrays = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
+    sess = ort.session(graph, threads=threads)
+    feeds = {i.name: arrays[i.name] for i in sess.get_inputs()}
+
+    def call() -> None:
+        sess.run(None, feeds)
+
+    return call
+
+
+def median_ms(
+    graphs: Sequence[Path], *, vocab: int, batch: int, seq: int, threads: int, runs: int
+) -> list[float]:
+    """Median milliseconds of each graph on the same inputs, in interleaved rounds after 3
+    warm-up ones (compresskit.bench)."""
+    from compresskit.bench import interleaved_times
+
+    calls = [timed_call(g, vocab=vocab, batch=batch, seq=seq, threads=threads) for g in graphs]
+    return [1e3 * float(np.median(s)) for s in interleaved_times(calls, runs, 3)]
+
+
 def timing_graph(
     model: Any,
     folder: Path,

@@ -64,7 +64,8 @@ def save(tmp_path, tokenizer):
 
 
 def export(folder, output, **options):
-    return export_onnx(folder, output, sample_texts=TEXTS, **options)
+    """Export with the tiny texts; fusion is kept whatever its speed (tested on its own)."""
+    return export_onnx(folder, output, sample_texts=TEXTS, **{"speed_check": False, **options})
 
 
 def onnx_vs_torch(onnx_dir, model_dir, tokenizer, texts):
@@ -378,8 +379,33 @@ def test_pruned_minilm_fuses_attention_in_every_layer(tmp_path, minilm_path):
     tok = transformers.AutoTokenizer.from_pretrained(minilm_path)
     plan = compresskit.get_strategy("magnitude", heads_ratio=1 / 3, ffn_ratio=0.4).plan(model)
     compresskit.save(compresskit.prune(model, plan), tmp_path / "slim", tokenizer=tok)
-    report = export_onnx(tmp_path / "slim", tmp_path / "onnx", optimize=True)
+    report = export_onnx(tmp_path / "slim", tmp_path / "onnx", optimize=True, speed_check=False)
     assert report.heads_per_layer == [8] * 6
     assert attention_heads(tmp_path / "onnx" / "model.onnx") == [8] * 6
     assert [layer.get("Attention") for layer in report.fusions.per_layer] == [1] * 6
     assert all(p.max_abs_diff <= 1e-4 for p in report.parity), report.summary()
+
+
+# --- fusion must never make a model slower -------------------------------------------------------
+@pytest.mark.parametrize(("fused_ms", "kept"), [(2.0, "unfused"), (0.5, "fused")])
+def test_the_fused_graph_is_kept_only_when_faster(save, tmp_path, monkeypatch, fused_ms, kept):
+    """The speed check times both graphs (here: made-up medians, fused first) at batch 1 and
+    32 and keeps the fused graph only if it is faster at both; the timings go in export.json."""
+    calls = []
+
+    def medians(graphs, *, vocab, batch, seq, threads, runs):
+        calls.append((batch, seq, threads))
+        return [fused_ms, 1.0]
+
+    monkeypatch.setattr(onnx_export, "median_ms", medians)
+    folder = save(tiny_model("bert", "BertForSequenceClassification"), UNEVEN)
+    report = export_onnx(folder, tmp_path / "onnx", sample_texts=TEXTS, optimize=True, threads=3)
+    assert calls == [(1, 72, 3), (32, 72, 3)]  # the tiny model takes 72 positions
+    info = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert info["fusion_timing"]["shapes"][0] == {
+        "batch": 1, "seq": 72, "fused_ms": fused_ms, "unfused_ms": 1.0
+    }  # fmt: skip
+    assert info["optimized"] is (kept == "fused")
+    if kept == "unfused":
+        assert "ran slower on this machine (batch 1: 2.0 vs 1.0 ms" in report.warnings[0]
+        assert attention_heads(tmp_path / "onnx" / "model.onnx") == []

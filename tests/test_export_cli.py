@@ -33,7 +33,9 @@ def export_cli(*args: str):
 
 def test_export_writes_the_folder_and_prints_parity_fusions_and_size(model_dir, tmp_path):
     out = tmp_path / "onnx"
-    result = export_cli(str(model_dir), "--output", str(out), "--optimize", "--quantize", "int8")
+    result = export_cli(
+        str(model_dir), "--output", str(out), "--optimize", "--no-speed-check", "--quantize", "int8"
+    )
     assert result.exit_code == 0, result.output
     for stage in ("export", "optimize", "quantize"):
         assert f"  {stage} " in result.output
