@@ -107,7 +107,7 @@ def run_prune(job: PruneJob) -> PruneReport:
             else:
                 scores = strategy.scores(model)
                 choice = plan_for_target(
-                    model, scores, job.target, round_to=strategy.config.round_to
+                    model, scores, job.target, round_to=job.options.get("round_to")
                 )
                 plan = choice.plan
         given = copy.deepcopy(model) if _measured(job.target) else None

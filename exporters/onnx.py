@@ -578,6 +578,7 @@ def timed_call(
     ids (batch, seq) without padding, fed to the inputs the graph has (a graph without
     attention has no attention_mask input)."""
     from compresskit.bench import synthetic_ids
+    from compresskit.runtime import open_session
 
     ids = synthetic_ids(vocab, batch, seq)
     arrays = {
@@ -585,7 +586,9 @@ def timed_call(
         "attention_mask": np.ones_like(ids),
         "token_type_ids": np.zeros_like(ids),
     }
-    sess = ort.session(graph, threads=threads)
+    # Its threads stop spinning when a run ends: with several sessions alive, one timed right
+    # after another would otherwise share the cores with the other's idle spinners.
+    sess = open_session(graph, threads=threads, spin_between_runs=False)
     feeds = {i.name: arrays[i.name] for i in sess.get_inputs()}
 
     def call() -> None:

@@ -587,7 +587,7 @@ def _choose(
 def _for_target(job: TrainJob, strategy: Strategy, model: Any, scores: Scores) -> WidthChoice:
     """The widths chosen for the job's target from the strategy's scores (not its ratios)."""
     assert job.target is not None
-    return plan_for_target(model, scores, job.target, round_to=strategy.config.round_to)
+    return plan_for_target(model, scores, job.target, round_to=job.options.get("round_to"))
 
 
 def _copy_to_time(job: TrainJob, model: Any, width: WidthChoice | None) -> Any:
