@@ -20,10 +20,11 @@ for BERT's 4·hidden FFN). The chosen options maximise Σ_l value_l subject to
 solved exactly (multiple-choice knapsack, dynamic programming) on costs rounded *up* to
 1/4000 of the layers' budget, so the prediction of the result never exceeds the budget.
 FFN widths are multiples of `round_to` (or the layer's whole width); head counts any number.
-Unless a strategy sets `round_to`, a target keeps widths multiples of 16 (FAST_WIDTH_MULTIPLE):
-on ONNX Runtime CPU, fp32 at batch 1, such widths ran 19% faster per layer than their width
-predicts (benchmarks/width_multiples.py, docs/latency-target.md), and the latency model's grid
-points are such widths, so its interpolation holds for them.
+Unless a strategy sets `round_to`, a target keeps widths multiples of 16 (FAST_WIDTH_MULTIPLE).
+On ONNX Runtime CPU any width runs at the speed its width predicts (multiples of 8, 16 or 32
+were within 1% of the line through every width: benchmarks/width_multiples.py), so this costs
+nothing here; it keeps the choice small (97 widths a layer for MiniLM instead of 1,537) and
+suits runtimes whose kernels want multiples of 8 or 16 (GPU tensor cores).
 """
 
 from __future__ import annotations
