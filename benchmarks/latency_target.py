@@ -196,8 +196,12 @@ def timed_against(args: argparse.Namespace, setting: str, teacher: Path, name: s
     from compresskit.exporters.latency import measure_speedup
     from compresskit.loading import load_model
 
+    deployed = latency_setting(args, setting)
     measured = measure_speedup(
-        load_model(teacher), load_model(args.output / name), latency_setting(args, setting)
+        load_model(teacher),
+        load_model(args.output / name),
+        deployed,
+        before_setting=deployed.in_float32(),  # as --verify measures an int8 result
     )
     return {"predicted_ratio": None, "predicted": None, "measured": measured}
 
@@ -211,7 +215,9 @@ def uniform_ratios(
     from compresskit.exporters.latency import latency_model_for
     from compresskit.loading import load_model
 
-    lm = latency_model_for(load_model(teacher), latency_setting(args, setting))
+    teacher_model, deployed = load_model(teacher), latency_setting(args, setting)
+    lm = latency_model_for(teacher_model, deployed)
+    baseline = latency_model_for(teacher_model, deployed.in_float32()).dense()
     s = lm.shape
 
     def predicted(fraction: float) -> float:
@@ -221,7 +227,7 @@ def uniform_ratios(
     low, high = 0.0, 1 - 1 / s.heads  # at most: one head left in every layer
     for _ in range(40):
         middle = (low + high) / 2
-        low, high = (middle, high) if lm.dense() / predicted(middle) < target else (low, middle)
+        low, high = (middle, high) if baseline / predicted(middle) < target else (low, middle)
     return ["--heads-ratio", f"{high:.4f}", "--ffn-ratio", f"{high:.4f}"]
 
 

@@ -197,14 +197,23 @@ def _from_main_process(make: Callable[[], LatencyModel]) -> LatencyModel:
 
 
 def measure_speedup(
-    before: Any, after: Any, setting: LatencySetting, *, runs: int = 30, warmup: int = 3
+    before: Any,
+    after: Any,
+    setting: LatencySetting,
+    *,
+    runs: int = 30,
+    warmup: int = 3,
+    before_setting: LatencySetting | None = None,
 ) -> dict[str, Any]:
     """Time the graphs `export_onnx` would deploy for two models (copies, so the models are
-    left as they are) in the same interleaved rounds: medians and their ratio."""
+    left as they are) in the same interleaved rounds: medians and their ratio. `before` runs
+    as `before_setting` says (default `setting`; e.g. float32 against an int8 result)."""
     medians, seconds = {}, []
+    settings = {"before": before_setting or setting, "after": setting}
     with tempfile.TemporaryDirectory(prefix="compresskit-speedup-") as work:
         calls = []
         for name, model in (("before", before), ("after", after)):
+            setting = settings[name]
             copied = copy.deepcopy(model).eval()
             copied.set_attn_implementation("eager")
             folder = Path(work) / name
@@ -226,5 +235,6 @@ def measure_speedup(
         "speedup": medians["before"] / medians["after"],
         "speedup_paired": statistics.median(b / a for b, a in zip(*seconds, strict=True)),
         "runs": runs,
-        "setting": setting.describe(),
+        "setting": settings["after"].describe(),
+        "before_setting": settings["before"].describe(),
     }

@@ -465,3 +465,36 @@ def test_latency_shows_the_cached_model_and_writes_it_for_another_machine(
     assert LatencyModel.load(tmp_path / "lm.json") == planted
     again = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "lm.json")])
     assert again.exit_code == 1 and "exists: give --overwrite" in again.output
+
+
+def test_an_int8_target_is_a_speed_up_over_the_float32_model(tiny_task, tmp_path, monkeypatch):
+    """ "3x faster with int8": the int8 model's widths are chosen against the float32 model's
+    latency (both latency models planted in the cache, so nothing is timed)."""
+    pytest.importorskip("onnxruntime")
+    from compresskit.exporters.latency import _machine
+    from compresskit.latency import cache_path
+
+    monkeypatch.setenv("COMPRESSKIT_CACHE", str(tmp_path / "cache"))
+    model, _ = tiny_task
+    loaded = load_model(model)
+    int8 = LatencySetting(threads=1, seq_len=16, int8=True)
+    fp32 = fake_latency(loaded, int8.in_float32())
+    fast = fake_latency(loaded, int8)
+    fast = LatencyModel(
+        int8, fast.shape, fast.fixed_ms / 2, fast.heads_grid, fast.ffn_grid,
+        tuple(tuple(v / 2 for v in row) for row in fast.layer_ms), {},
+    )  # fmt: skip
+    for lm in (fp32, fast):
+        lm.save(cache_path(lm.setting, lm.shape, _machine()))
+    code, output = prune_cli(
+        *("--strategy", "magnitude", "--model", str(model), "--target-speedup", "3"),
+        *("--int8", "--threads", "1", "--seq-len", "16", "--no-verify"),
+        *("--output", str(tmp_path / "out")),
+    )
+    assert code == 0, output
+    target = json.loads((tmp_path / "out" / "report.json").read_text())["target"]
+    assert target["before"] == pytest.approx(fp32.dense())  # the float32 model as given
+    assert target["predicted"] <= fp32.dense() / 3
+    assert target["predicted"] == pytest.approx(
+        fast.predict(target["heads_per_layer"], target["ffn_per_layer"])
+    )
