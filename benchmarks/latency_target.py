@@ -139,8 +139,14 @@ def speed_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, A
                 *("--strategy", "magnitude", "--model", str(teacher)),
                 *("--target-speedup", f"{target:g}", *deployment(args, setting), "--overwrite"),
             ]
-            report = once(args, name, options)
-            if report is not None:
+            try:
+                report = once(args, name, options)
+            except SystemExit as refused:  # a target the model cannot meet: a result too
+                report = {"refused": str(refused).split("): ")[-1].split(" — see")[0]}
+                (args.output / f"{name}.json").write_text(json.dumps(report) + "\n")
+            if report is not None and "refused" in report:
+                runs[name] = {"kind": "refused", "setting": setting, "target": target} | report
+            elif report is not None:
                 runs[name] = {"kind": "speed", "setting": setting, "target": target} | row(report)
     return runs
 
@@ -280,7 +286,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['measured_ms']:.2f} | {error:+.1%} | {r['macs_ratio']:.2f}x | "
             f"{r['heads_per_layer']} | {r['ffn_per_layer']} |"
         )
-    accuracy = [r for r in runs.values() if r["kind"] != "speed"]
+    lines += [
+        f"| {r['setting']} | {r['target']:g}x | refused: {r['refused']} |"
+        for r in runs.values()
+        if r["kind"] == "refused"
+    ]
+    accuracy = [r for r in runs.values() if r["kind"] not in ("speed", "refused")]
     if accuracy:
         teacher = result.get("teacher_accuracy")
         lines += [
@@ -316,7 +327,7 @@ def markdown(result: dict[str, Any]) -> str:
         "Commands:",
         "",
         "```",
-        *[r["command"] for r in runs.values()],
+        *[r["command"] for r in runs.values() if "command" in r],
         "```",
         "",
     ]
@@ -330,7 +341,11 @@ def figure(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     speed = [r for r in result["runs"].values() if r["kind"] == "speed" and r["measured_speedup"]]
-    accuracy = [r for r in result["runs"].values() if r["kind"] != "speed" and r["accuracy"]]
+    accuracy = [
+        r
+        for r in result["runs"].values()
+        if r["kind"] not in ("speed", "refused") and r["accuracy"]
+    ]
     panels = 2 if accuracy else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
     ax = axes[0][0]
