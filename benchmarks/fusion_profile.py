@@ -55,11 +55,10 @@ def models(args: argparse.Namespace) -> dict[str, Any]:
     from compresskit.registry import get_strategy
 
     if args.smoke:
-        config = transformers.BertConfig(
-            vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=48, max_position_embeddings=32,
-        )  # fmt: skip
-        dense = transformers.BertForSequenceClassification(config)
+        from compresskit.arch import adapter_class
+
+        tiny = adapter_class("bert").tiny_config(vocab=64, layers=2, heads=4, head_dim=8, ffn=48)
+        dense = transformers.BertForSequenceClassification(tiny)
         args.seq_len, args.batches = 16, "1"
     else:
         dense = transformers.AutoModelForSequenceClassification.from_pretrained(args.model)

@@ -53,11 +53,10 @@ def main() -> None:
     from compresskit.latency import LatencySetting
 
     if args.smoke:
-        config = transformers.BertConfig(
-            vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-            intermediate_size=48, max_position_embeddings=32,
-        )  # fmt: skip
-        model = transformers.BertForSequenceClassification(config)
+        from compresskit.arch import adapter_class
+
+        tiny = adapter_class("bert").tiny_config(vocab=64, layers=1, heads=4, head_dim=8, ffn=48)
+        model = transformers.BertForSequenceClassification(tiny)
         args.widths, args.batches, args.precisions = "16:25", "1", "fp32"
         args.seq_len, args.runs = 16, 3
     else:
