@@ -110,7 +110,7 @@ def run_prune(job: PruneJob) -> PruneReport:
                     model, scores, job.target, round_to=job.options.get("round_to")
                 )
                 plan = choice.plan
-        given = copy.deepcopy(model) if _measured(job.target) else None
+        given = copy.deepcopy(model) if job.target is not None and job.target.timed else None
         with timed(seconds, "prune"):
             from compresskit.pruner import prune
 
@@ -123,11 +123,6 @@ def run_prune(job: PruneJob) -> PruneReport:
         with timed(seconds, "save"):
             _save_with_report(model, tokenizer, report)
     return report
-
-
-def _measured(target: TargetOptions | None) -> bool:
-    """Whether the result's speed-up is to be measured against the model as given."""
-    return target is not None and target.verify and target.target.measures_latency
 
 
 def _save_with_report(model: Any, tokenizer: Any, report: PruneReport) -> None:

@@ -112,6 +112,12 @@ class TargetOptions:
     latency_model: str | None = None
     verify: bool = True
 
+    @property
+    def timed(self) -> bool:
+        """Whether the result is timed against the model as given (a latency target with
+        `verify`): the model must then be copied before it is pruned."""
+        return self.verify and self.target.measures_latency
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.target.kind,
@@ -462,7 +468,7 @@ def target_record(
     and, for latency targets with `verify` (`given`: the model before pruning), the speed-up
     measured on the deployed graphs, its wall-clock added to `seconds["verify"]`."""
     record = options.to_dict() | choice.to_dict() | {"measured": None}
-    if options.verify and options.target.measures_latency and given is not None:
+    if options.timed and given is not None:
         from compresskit.exporters.latency import measure_speedup
 
         start = time.perf_counter()

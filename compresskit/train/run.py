@@ -592,10 +592,8 @@ def _for_target(job: TrainJob, strategy: Strategy, model: Any, scores: Scores) -
 
 def _copy_to_time(job: TrainJob, model: Any, width: WidthChoice | None) -> Any:
     """A copy of the model before pruning, when the result's speed-up is to be measured."""
-    target = job.target
-    if width is None or target is None or not target.verify:
-        return None
-    return copy.deepcopy(model) if target.target.measures_latency and is_main_process() else None
+    timed = width is not None and job.target is not None and job.target.timed
+    return copy.deepcopy(model) if timed and is_main_process() else None
 
 
 def _prune(model: Any, plan: PruningPlan, seconds: dict[str, float]) -> None:
