@@ -6,7 +6,12 @@ records its held-out MLM loss every --eval-every steps with the wall-clock at th
 (evaluation time left out). The table answers: when is the ticket drawn (as a fraction of the
 budget), and how do the two compare in held-out loss at equal steps and at equal wall-clock?
 
-    python benchmarks/pretrain_wikitext.py          # small BERT, 2 cores: ~15 minutes in all
+A third run per seed, "earlybird-time", gives earlybird the step budget that fits in dense's
+wall-clock (budget x dense seconds / earlybird seconds, from the two runs before it): what a
+user with a fixed time budget would run. It answers the time-to-quality question: does
+earlybird reach dense's final held-out loss in less wall-clock than dense took?
+
+    python benchmarks/pretrain_wikitext.py --seeds 0,1,2   # small BERT, 2 cores: ~20 minutes
     python benchmarks/pretrain_wikitext.py --smoke  # tiny synthetic text and model (CI)
 
 Writes pretrain_wikitext.json, .md and .png (loss against wall-clock and against step, and
@@ -50,7 +55,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", default="5e-4")
     parser.add_argument("--max-seq-len", default="64")
     parser.add_argument("--eval-every", default="25")
-    parser.add_argument("--seed", default="0")
+    parser.add_argument("--seeds", default="0", help="comma-separated; three runs per seed")
+    parser.add_argument(
+        "--no-equal-time", action="store_true", help="skip the run at dense's wall-clock"
+    )
     parser.add_argument(
         "--earlybird", default="", help="extra options for the earlybird run, e.g. '--eps 0.05'"
     )
@@ -60,15 +68,25 @@ def parse_args() -> argparse.Namespace:
 def common(args: argparse.Namespace) -> list[str]:
     return [
         *("--task", "mlm", "--data", str(args.data), "--config", args.config),
-        *("--tokenizer", str(args.tokenizer), "--max-steps", args.max_steps),
+        *("--tokenizer", str(args.tokenizer)),
         *("--batch-size", args.batch_size, "--lr", args.lr, "--max-seq-len", args.max_seq_len),
-        *("--eval-every", args.eval_every, "--eval-batch-size", "64", "--seed", args.seed),
+        *("--eval-every", args.eval_every, "--eval-batch-size", "64"),
         *("--no-progress", "--overwrite"),
     ]
 
 
-def run_one(name: str, options: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    return run_prune(name, [*options, *common(args)], args.output)
+def run_one(
+    name: str, options: list[str], args: argparse.Namespace, seed: str, max_steps: str
+) -> dict[str, Any]:
+    argv = [*options, *common(args), "--seed", seed, "--max-steps", max_steps]
+    return run_prune(name, argv, args.output)
+
+
+def equal_time_steps(dense: dict[str, Any], earlybird: dict[str, Any]) -> int:
+    """The step budget earlybird trains in dense's wall-clock: the budget scaled by the ratio of
+    their measured training seconds (search, pruning and slim training; evaluation excluded)."""
+    budget = dense["steps"]["train"]
+    return max(1, int(budget * dense["curve"][-1]["seconds"] / earlybird["curve"][-1]["seconds"]))
 
 
 # --- comparing ----------------------------------------------------------------------------------
@@ -113,13 +131,41 @@ def compare(dense: dict[str, Any], earlybird: dict[str, Any]) -> dict[str, Any]:
         "dense_final_loss": {
             "loss": d_curve[-1]["loss"],
             "dense_seconds": d_seconds,
-            "earlybird_seconds": next(
-                (p["seconds"] for p in e_curve if p["loss"] <= d_curve[-1]["loss"]), None
-            ),
+            "earlybird_seconds": seconds_to_reach(e_curve, d_curve[-1]["loss"]),
         },
         "final": {"dense": dense["metrics"], "earlybird": earlybird["metrics"]},
         "macs_ratio": earlybird["macs_ratio"],
         "params_ratio": earlybird["params_ratio"],
+    }
+
+
+def seconds_to_reach(curve: list[dict[str, Any]], loss: float) -> float | None:
+    """The wall-clock at which the held-out loss first reaches `loss`, linear between the two
+    evaluations around the crossing; None if it never does."""
+    for before, after in zip([None, *curve], curve, strict=False):
+        if after["loss"] > loss:
+            continue
+        if before is None:
+            return float(after["seconds"])
+        share = (before["loss"] - loss) / (before["loss"] - after["loss"])
+        return float(before["seconds"] + share * (after["seconds"] - before["seconds"]))
+    return None
+
+
+def equal_time(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Earlybird given dense's wall-clock: when it reaches dense's final loss, where it ends."""
+    target, d_seconds = dense["curve"][-1]["loss"], dense["curve"][-1]["seconds"]
+    reached = seconds_to_reach(run["curve"], target)
+    return {
+        "steps": run["steps"]["train"],
+        "ticket_step": run["search"]["decided_at"],
+        "dense_final_loss": target,
+        "dense_seconds": d_seconds,
+        "seconds_to_dense_loss": reached,
+        "saving": None if reached is None else 1 - reached / d_seconds,
+        "final_loss": run["curve"][-1]["loss"],
+        "training_seconds": run["curve"][-1]["seconds"],
+        "macs_ratio": run["macs_ratio"],
     }
 
 
@@ -128,19 +174,23 @@ def _steps_by(curve: list[dict[str, Any]], seconds: float) -> float:
 
 
 # --- writing ------------------------------------------------------------------------------------
-def figure(path: Path, dense: dict[str, Any], earlybird: dict[str, Any]) -> None:
-    """Held-out loss against wall-clock and against step, and the search's mask distances."""
+def figure(path: Path, runs: dict[str, dict[str, Any]]) -> None:
+    """Held-out loss against wall-clock and against step (every run of one seed), and the
+    earlybird search's mask distances."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(15, 4), layout="constrained")
     FigureCanvasAgg(fig)
     by_time, by_step, distance = fig.subplots(1, 3)
+    earlybird = runs["earlybird"]
     ticket = earlybird["search"]["decided_at"]
-    for name, report in (("dense", dense), ("earlybird", earlybird)):
+    for name, report in runs.items():
         curve = report["curve"]
         by_time.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], label=name)
         by_step.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=name)
+    if "earlybird-time" in runs:
+        by_time.axhline(runs["dense"]["curve"][-1]["loss"], color="grey", linestyle=":", lw=1)
     by_step.axvline(ticket, color="red", linewidth=1, label=f"ticket, step {ticket}")
     ticket_seconds = _seconds_at(earlybird["curve"], ticket)
     if ticket_seconds is not None:
@@ -184,16 +234,86 @@ def _distances(ax: Any, search: dict[str, Any]) -> None:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    s, c = result["settings"], result["comparison"]
-    t, same = c["ticket"], c["at_equal_seconds"]
+    s, seeds = result["settings"], result["seeds"]
+    first = seeds[0]["comparison"]
     lines = [
         f"# Masked-LM pre-training from scratch: earlybird against dense ({result['mode']})",
         "",
         f"BERT `{s['config']}` from scratch, tokenizer {s['tokenizer']}; text "
-        f"{result['data_source']}; {c['budget']} steps, batch {s['batch_size']}, blocks of "
-        f"{s['max_seq_len']} tokens, lr {s['lr']}, seed {s['seed']}; held-out loss every "
-        f"{s['eval_every']} steps.",
+        f"{result['data_source']}; {first['budget']} steps, batch {s['batch_size']}, blocks of "
+        f"{s['max_seq_len']} tokens, lr {s['lr']}; held-out loss every {s['eval_every']} steps; "
+        f"seeds {', '.join(r['seed'] for r in seeds)}.",
         "",
+        *_seed_table(seeds),
+        "",
+        *_summary(seeds),
+        "",
+        f"## Seed {seeds[0]['seed']} in detail",
+        "",
+        *_detail(first),
+        "",
+        *machine_and_commands(result),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _seed_table(seeds: list[dict[str, Any]]) -> list[str]:
+    head = (
+        "| seed | ticket | MACs | dense: final loss, s | earlybird, same steps: final loss, s "
+        "| earlybird, dense's time: steps, final loss, s to dense's loss |"
+    )
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in seeds:
+        c, t = r["comparison"], r.get("equal_time")
+        same = (
+            f"{t['steps']}, {t['final_loss']:.3f}, {_seconds(t['seconds_to_dense_loss'])}"
+            if t
+            else "not run"
+        )
+        lines.append(
+            f"| {r['seed']} | {c['ticket']['state']} at {c['ticket']['step']} | "
+            f"{c['macs_ratio']:.2f}x | {c['dense_final_loss']['loss']:.3f}, "
+            f"{c['training_seconds']['dense']:.1f} | {c['final']['earlybird']['mlm_loss']:.3f}, "
+            f"{c['training_seconds']['earlybird']:.1f} | {same} |"
+        )
+    return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
+
+
+def _summary(seeds: list[dict[str, Any]]) -> list[str]:
+    """Means and spreads over seeds of what the targets ask."""
+    deltas = [
+        r["comparison"]["final"]["earlybird"]["mlm_loss"]
+        - r["comparison"]["final"]["dense"]["mlm_loss"]
+        for r in seeds
+    ]
+    lines = [f"- Same step budget: earlybird − dense final loss {_mean_spread(deltas, '+.3f')}."]
+    timed = [r["equal_time"] for r in seeds if r.get("equal_time")]
+    if timed:
+        savings = [t["saving"] for t in timed if t["saving"] is not None]
+        lines.append(
+            f"- Given dense's wall-clock: earlybird reached dense's final loss in "
+            f"{len(savings)} of {len(timed)} seeds"
+            + (f", {_mean_spread([100 * x for x in savings], '.1f')}% sooner" if savings else "")
+            + "; its final loss minus dense's "
+            + _mean_spread([t["final_loss"] - t["dense_final_loss"] for t in timed], "+.3f")
+            + "."
+        )
+    return lines
+
+
+def _mean_spread(values: list[float], spec: str) -> str:
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{format(float(np.mean(values)), spec)} ± {float(np.std(values, ddof=1)):.3f}"
+
+
+def _detail(c: dict[str, Any]) -> list[str]:
+    t, same = c["ticket"], c["at_equal_seconds"]
+    return [
         f"- Ticket: {t['state']} at step {t['step']} = {100 * t['fraction_of_budget']:.1f}% of "
         "the budget.",
         f"- Slim model: {c['macs_ratio']:.2f}x fewer MACs, {c['params_ratio']:.2f}x fewer "
@@ -219,10 +339,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{c['final']['earlybird']['perplexity']:.1f}.",
         "",
         _time_to_dense_loss(c["dense_final_loss"]),
-        "",
-        *machine_and_commands(result),
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _time_to_dense_loss(target: dict[str, Any]) -> str:
@@ -242,6 +359,25 @@ def _delta(a: float | None, b: float | None) -> str:
     return "" if a is None or b is None else f"{a - b:+.3f}"
 
 
+def run_seed(seed: str, args: argparse.Namespace, extra: dict[str, list[str]]) -> dict[str, Any]:
+    """Dense and earlybird at the step budget, then earlybird at dense's wall-clock."""
+    runs = {
+        name: run_one(f"{name}-s{seed}", [*opts, *extra[name]], args, seed, args.max_steps)
+        for name, opts in RUNS.items()
+    }
+    record: dict[str, Any] = {
+        "seed": seed,
+        "comparison": compare(runs["dense"], runs["earlybird"]),
+    }
+    if not args.no_equal_time:
+        steps = str(equal_time_steps(runs["dense"], runs["earlybird"]))
+        options = [*RUNS["earlybird"], *extra["earlybird"]]
+        runs["earlybird-time"] = run_one(f"earlybird-time-s{seed}", options, args, seed, steps)
+        record["equal_time"] = equal_time(runs["dense"], runs["earlybird-time"])
+    record["reports"] = runs
+    return record
+
+
 def main() -> None:
     args = parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
@@ -256,19 +392,20 @@ def main() -> None:
             extra["earlybird"] += ["--mask-interval", "1", "--window", "3"]
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
-        reports = {name: run_one(name, [*opts, *extra[name]], args) for name, opts in RUNS.items()}
+        seeds = [run_seed(seed, args, extra) for seed in args.seeds.split(",")]
+    reports = {f"{name}-s{r['seed']}": rep for r in seeds for name, rep in r["reports"].items()}
     result = {
         "mode": "smoke" if args.smoke else "full",
         "settings": {k: str(v) for k, v in vars(args).items()},
         "machine": compresskit.machine.machine_info(),
         "load_before": load_before,
         "seconds": round(time.perf_counter() - start, 1),
-        "data_source": reports["dense"]["data"],
-        "comparison": compare(reports["dense"], reports["earlybird"]),
+        "data_source": seeds[0]["reports"]["dense"]["data"],
+        "seeds": [{k: v for k, v in r.items() if k != "reports"} for r in seeds],
         "reports": reports,
     }
     (args.output / "pretrain_wikitext.json").write_text(json.dumps(result, indent=1) + "\n")
-    figure(args.output / "pretrain_wikitext.png", reports["dense"], reports["earlybird"])
+    figure(args.output / "pretrain_wikitext.png", seeds[0]["reports"])
     text = markdown(result)
     (args.output / "pretrain_wikitext.md").write_text(text)
     print(text, end="")
