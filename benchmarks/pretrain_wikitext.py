@@ -157,7 +157,7 @@ def equal_time(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     target, d_seconds = dense["curve"][-1]["loss"], dense["curve"][-1]["seconds"]
     reached = seconds_to_reach(run["curve"], target)
     return {
-        "steps": run["steps"]["train"],
+        "steps": sum(run["steps"].values()),  # the budget: search and slim training
         "ticket_step": run["search"]["decided_at"],
         "dense_final_loss": target,
         "dense_seconds": d_seconds,
@@ -306,9 +306,11 @@ def _summary(seeds: list[dict[str, Any]]) -> list[str]:
 
 
 def _mean_spread(values: list[float], spec: str) -> str:
+    """Mean ± sample standard deviation, both in `spec` (the spread without its sign)."""
     if len(values) == 1:
         return format(values[0], spec)
-    return f"{format(float(np.mean(values)), spec)} ± {float(np.std(values, ddof=1)):.3f}"
+    spread = format(float(np.std(values, ddof=1)), spec.replace("+", ""))
+    return f"{format(float(np.mean(values)), spec)} ± {spread}"
 
 
 def _detail(c: dict[str, Any]) -> list[str]:
@@ -344,7 +346,8 @@ def _detail(c: dict[str, Any]) -> list[str]:
 
 def _time_to_dense_loss(target: dict[str, Any]) -> str:
     reached = target["earlybird_seconds"]
-    head = f"Time to dense's final held-out loss ({target['loss']:.3f}): dense "
+    head = f"Time to dense's final held-out loss ({target['loss']:.3f}), same step budget: "
+    head += "dense "
     head += f"{target['dense_seconds']:.1f} s, earlybird "
     if reached is None:
         return head + "never within the budget."
