@@ -25,9 +25,12 @@ Writes latency_target.json, .md and .png to --output (bench-out/latency_target).
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ SETTINGS = {
     "int8-b1": (["--batch", "1", "--int8"], [3.0, 4.0, 5.0]),
     "int8-b32": (["--batch", "32", "--int8"], [3.0, 4.0, 5.0]),
 }
+# Accuracy runs: target widths distilled and not, and uniform ratios at the same latency.
+VARIANTS = ("distilled", "plain", "uniform")
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,6 +58,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seq-len", default="128")
     parser.add_argument("--accuracy", action="store_true", help="also fine-tune to each target")
     parser.add_argument("--seeds", default="0")
+    parser.add_argument(
+        "--strategies", default="magnitude", help="comma-separated: the scores of accuracy runs"
+    )
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="accuracy runs to do")
     parser.add_argument("--merge-only", action="store_true", help="only merge saved runs")
     return parser.parse_args()
 
@@ -101,15 +110,18 @@ def fine_tuning(args: argparse.Namespace, seed: str) -> list[str]:
     ]
 
 
-def once(args: argparse.Namespace, name: str, options: list[str]) -> dict[str, Any] | None:
-    """The saved report of run `name`, else run it (unless --merge-only)."""
+def once(
+    args: argparse.Namespace, name: str, options: list[str] | Callable[[], list[str]]
+) -> dict[str, Any] | None:
+    """The saved report of run `name`, else run it with `options` (or what they are made by)
+    unless --merge-only."""
     path = args.output / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
     if args.merge_only:
         return None
     load_before = os.getloadavg()[0]
-    report = run_prune(name, options, args.output)
+    report = run_prune(name, options() if callable(options) else options, args.output)
     report["load_before"] = load_before
     path.write_text(json.dumps(report, indent=1) + "\n")
     return report
@@ -153,35 +165,51 @@ def speed_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, A
 
 def accuracy_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, Any]]:
     """Fine-tuning to each target, distilled and not, and uniform ratios at the same
-    predicted latency."""
+    predicted latency, with each strategy's scores."""
     runs = {}
-    for seed in args.seeds.split(","):
+    for seed, strategy in itertools.product(args.seeds.split(","), args.strategies.split(",")):
         for setting in args.settings.split(","):
             for target in targets_of(args, setting):
                 base = [
-                    *("--strategy", "magnitude", "--model", str(teacher)),
+                    *("--strategy", strategy, "--model", str(teacher)),
                     *fine_tuning(args, seed),
                 ]
-                aimed = ["--target-speedup", f"{target:g}", *deployment(args, setting)]
-                variants = {
-                    "distilled": [*aimed, "--distill"],
-                    "plain": [*aimed, "--no-distill"],
-                    "uniform": [*uniform_ratios(args, setting, target, teacher), "--distill"],
-                }
-                for variant, extra in variants.items():
-                    name = f"accuracy-{setting}-{target:g}x-{variant}-seed{seed}"
-                    report = once(args, name, [*base, *extra])
+                for variant in args.variants.split(","):
+                    # magnitude's runs keep the names they had before --strategies existed
+                    scored = "" if strategy == "magnitude" else f"-{strategy}"
+                    name = f"accuracy-{setting}-{target:g}x-{variant}{scored}-seed{seed}"
+                    options = functools.partial(
+                        variant_options, args, base, variant, setting, target, teacher
+                    )
+                    report = once(args, name, options)
                     if report is not None and report.get("target") is None:
                         report["target"] = timed_against(args, setting, teacher, name)
                         (args.output / f"{name}.json").write_text(json.dumps(report, indent=1))
                     if report is not None:
                         runs[name] = {
                             "kind": variant,
+                            "strategy": strategy,
                             "setting": setting,
                             "target": target,
                             "seed": int(seed),
                         } | row(report)
     return runs
+
+
+def variant_options(
+    args: argparse.Namespace,
+    base: list[str],
+    variant: str,
+    setting: str,
+    target: float,
+    teacher: Path,
+) -> list[str]:
+    """`base` and the flags of one accuracy variant: the target, distilled or not, or uniform
+    ratios at the target's predicted latency (worked out only when the run is to be done)."""
+    if variant == "uniform":
+        return [*base, *uniform_ratios(args, setting, target, teacher), "--distill"]
+    aimed = ["--target-speedup", f"{target:g}", *deployment(args, setting)]
+    return [*base, *aimed, "--distill" if variant == "distilled" else "--no-distill"]
 
 
 def latency_setting(args: argparse.Namespace, setting: str) -> Any:
@@ -264,7 +292,7 @@ def markdown(result: dict[str, Any]) -> str:
         "# Compression to a latency target on ONNX Runtime",
         "",
         f"Teacher: {result['teacher']}; {result['threads']} threads, sequence length "
-        f"{result['seq_len']}. Strategy: magnitude scores, widths chosen by the knapsack "
+        f"{result['seq_len']}. Speed runs: magnitude scores, widths chosen by the knapsack "
         "over layers on the setting's latency model. *Measured*: the pruned graph against the "
         "teacher's, the graphs `compresskit export onnx` deploys, interleaved medians of 30 "
         "runs in one process (compresskit's --verify).",
@@ -301,18 +329,20 @@ def markdown(result: dict[str, Any]) -> str:
             "Teacher dev accuracy: "
             + (f"{100 * teacher:.2f}%." if teacher is not None else "not known (given)."),
             "",
-            "| setting | target | variant | seeds | dev acc | measured speed-up | MACs ratio |",
-            "|---|--:|---|--:|--:|--:|--:|",
+            "| setting | target | scores | variant | seeds | dev acc | measured speed-up "
+            "| MACs ratio |",
+            "|---|--:|---|---|--:|--:|--:|--:|",
         ]
-        groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, float, str, str], list[dict[str, Any]]] = {}
         for r in accuracy:
-            groups.setdefault((r["setting"], r["target"], r["kind"]), []).append(r)
-        for (setting, target, kind), group in groups.items():
+            key = (r["setting"], r["target"], r.get("strategy", "magnitude"), r["kind"])
+            groups.setdefault(key, []).append(r)
+        for (setting, target, strategy, kind), group in sorted(groups.items()):
             acc = [100 * g["accuracy"] for g in group]
             spread = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
             speed = [g["measured_speedup"] for g in group if g["measured_speedup"]]
             lines.append(
-                f"| {setting} | {target:g}x | {kind} | {len(group)} | "
+                f"| {setting} | {target:g}x | {strategy} | {kind} | {len(group)} | "
                 f"{statistics.mean(acc):.2f}{spread} | "
                 f"{(f'{statistics.median(speed):.2f}x' if speed else '')} | "
                 f"{group[0]['macs_ratio']:.2f}x |"
@@ -364,13 +394,20 @@ def figure(result: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     if accuracy:
         ax = axes[0][1]
-        for kind, marker in (("distilled", "o"), ("plain", "s"), ("uniform", "^")):
-            rows = [r for r in accuracy if r["kind"] == kind]
+        markers = {"distilled": "o", "plain": "s", "uniform": "^"}
+        for strategy, kind in sorted(
+            {(r.get("strategy", "magnitude"), r["kind"]) for r in accuracy}
+        ):
+            rows = [
+                r
+                for r in accuracy
+                if r["kind"] == kind and r.get("strategy", "magnitude") == strategy
+            ]
             ax.plot(
                 [r["measured_speedup"] for r in rows],
                 [100 * r["accuracy"] for r in rows],
-                marker,
-                label=kind,
+                markers.get(kind, "x"),
+                label=f"{kind}, {strategy}",
             )
         ax.set_xlabel("measured speed-up")
         ax.set_ylabel("SST-2 dev accuracy (%)")

@@ -29,6 +29,9 @@ from compresskit.errors import CompressKitError, ConfigError
 
 FORMAT = "compresskit.latency"
 FORMAT_VERSION = 1
+# How default_grid lays out the points: a new layout is measured again rather than read from
+# a cache of the old one.
+GRID_VERSION = 2
 CACHE_ENV = "COMPRESSKIT_CACHE"
 
 
@@ -266,6 +269,7 @@ def cache_path(setting: LatencySetting, shape: ModelShape, machine: dict[str, An
         "shape": asdict(shape),
         "machine": {k: machine.get(k) for k in ("cpu", "logical_cores", "onnxruntime")},
         "format_version": FORMAT_VERSION,
+        "grid": GRID_VERSION,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return cache_root() / "latency" / f"{shape.model_type}-{digest}.json"
@@ -279,8 +283,13 @@ def cache_root() -> Path:
 
 
 def default_grid(count: int, points: int = 5) -> tuple[int, ...]:
-    """`points` counts spread evenly from 0 to `count` (fewer when `count` is small)."""
-    return tuple(sorted({round(count * i / (points - 1)) for i in range(points)}))
+    """`points` counts spread evenly from 0 to `count`, and the smallest width that is not
+    nothing (1/16 of `count`, at least 1): a layer's first head (and first neurons) cost
+    more than the next ones (attention's softmax and copies run at any head count), so a line
+    from 0 to a quarter of the heads under-predicted layers left with 1 or 2 heads by up to
+    10% (int8, batch 1; docs/latency-target.md). Fewer points when `count` is small."""
+    spread = {round(count * i / (points - 1)) for i in range(points)}
+    return tuple(sorted(spread | ({max(1, round(count / 16))} if count else set())))
 
 
 def _bracket(grid: tuple[int, ...], value: int) -> tuple[int, float]:

@@ -33,6 +33,7 @@ _BUILTIN_MODULES = (
     "compresskit.strategies.magnitude",
     "compresskit.strategies.random",
     "compresskit.strategies.taylor",
+    "compresskit.strategies.fisher",
     "compresskit.strategies.earlybird",
     "compresskit.strategies.movement",
 )

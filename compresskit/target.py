@@ -6,14 +6,19 @@ neurons. The option costs `cost.layer(h, f)` (compresskit/latency.py) and is wor
 
     value_l(h, f) = w_heads · Σ_{top h heads of l} ŝ  +  w_ffn · Σ_{top f neurons of l} ŝ
 
-where ŝ are the strategy's scores made comparable across layers and across kinds: within each
-kind (heads, FFN neurons) shifted so that the least important unit of the model is worth
-little (1% of the mean's distance above it) but not nothing, then divided by the kind's
-total, so each kind's units together are worth 1. Scores of
-different kinds are in different units (a head's weight norm is not a neuron's), so the kinds
-are weighted by their share of the prunable parameters: w_heads = P_heads / (P_heads + P_ffn)
-with P_heads = Σ heads · 4 · hidden · head_dim and P_ffn = Σ neurons · 2 · hidden (a third
-for BERT's 4·hidden FFN). The chosen options maximise Σ_l value_l subject to
+where ŝ are the strategy's scores made comparable across layers and across kinds. Scores in
+loss units (`Scores.in_loss_units`: taylor, fisher) already are: a head's and a neuron's each
+estimate the loss its removal costs, so ŝ = max(s, 0) and w_heads = w_ffn = 1. Other scores
+(weight norms, coefficients) are in different units per kind: within each kind (heads, FFN
+neurons) they are shifted so that the least important unit of the model is worth little (1%
+of the mean's distance above it) but not nothing, then divided by the kind's total, so each
+kind's units together are worth 1, and the kinds are weighted by their share of the prunable
+parameters: w_heads = P_heads / (P_heads + P_ffn) with P_heads = Σ heads · 4 · hidden ·
+head_dim and P_ffn = Σ neurons · 2 · hidden (a third for BERT's 4·hidden FFN). (Measured on
+SST-2 at 2x: with magnitude scores the knapsack removed every head of four layers and lost
+3.4 points to uniform ratios at the same speed; docs/latency-target.md.)
+
+The chosen options maximise Σ_l value_l subject to
 
     cost.fixed + Σ_l cost.layer(h_l, f_l) ≤ budget,
 
@@ -237,6 +242,7 @@ def plan_for_target(
         options.target.budget(before),
         before=before,
         round_to=FAST_WIDTH_MULTIPLE if round_to is None else round_to,
+        in_loss_units=scores.in_loss_units,
     )
 
 
@@ -255,6 +261,7 @@ def choose_widths(
     *,
     before: float,
     round_to: int = 1,
+    in_loss_units: bool = False,
 ) -> WidthChoice:
     """The plan of `model` (as it is now) that keeps the most score under `budget`.
 
@@ -265,6 +272,8 @@ def choose_widths(
         budget: the whole model's cost allowed, fixed cost included.
         before: the cost of `model` as it is, for the reported ratio.
         round_to: FFN widths are multiples of this (or a layer's whole width).
+        in_loss_units: the scores of heads and neurons are in the same unit (the module
+            docstring); `Scores.in_loss_units`.
     """
     current = PruningPlan.of_model(model)
     if [int(s.numel()) for s in head_scores] != current.heads_per_layer or [
@@ -273,7 +282,7 @@ def choose_widths(
         raise PlanError("scores do not match the model's heads and FFN neurons per layer")
     if type(round_to) is not int or round_to < 1:
         raise ConfigError(f"round_to must be a positive integer, got {round_to!r}")
-    head_values, ffn_values = _unit_values(model, head_scores, ffn_scores)
+    head_values, ffn_values = _unit_values(model, head_scores, ffn_scores, in_loss_units)
     options = [
         _layer_options(h, f, cost, round_to) for h, f in zip(head_values, ffn_values, strict=True)
     ]
@@ -296,10 +305,19 @@ def choose_widths(
 
 
 def _unit_values(
-    model: nn.Module, head_scores: list[torch.Tensor], ffn_scores: list[torch.Tensor]
+    model: nn.Module,
+    head_scores: list[torch.Tensor],
+    ffn_scores: list[torch.Tensor],
+    in_loss_units: bool,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per layer, the cumulative value of keeping the best 0, 1, 2, ... heads (neurons):
     arrays of length count + 1 starting at 0 (the module docstring's value_l)."""
+    heads, ffn = _as_values(head_scores), _as_values(ffn_scores)
+    if in_loss_units:  # one scale for both kinds
+        floor = _floor(np.concatenate([np.concatenate(x) for x in (heads, ffn) if x]), low=0.0)
+        head_worth, ffn_worth = _worth(heads, floor), _worth(ffn, floor)
+        total = _total(head_worth + ffn_worth)
+        return _cumulative(head_worth, total), _cumulative(ffn_worth, total)
     adapter = get_adapter(model)
     hidden = adapter.hidden_size()
     head_dim = adapter.head_dim(adapter.layers()[0]) if adapter.layers() else 0
@@ -307,26 +325,47 @@ def _unit_values(
     n_ffn = sum(int(s.numel()) for s in ffn_scores)
     p_heads, p_ffn = n_heads * 4 * hidden * head_dim, n_ffn * 2 * hidden
     w_heads = p_heads / (p_heads + p_ffn) if p_heads + p_ffn else 0.0
+    head_worth = _worth(heads, _floor(np.concatenate(heads)) if heads else 0.0)
+    ffn_worth = _worth(ffn, _floor(np.concatenate(ffn)) if ffn else 0.0)
+    # Each kind's units together are worth its weight.
     return (
-        _cumulative(head_scores, w_heads),
-        _cumulative(ffn_scores, 1.0 - w_heads),
+        _cumulative(head_worth, _total(head_worth) / w_heads if w_heads else math.inf),
+        _cumulative(ffn_worth, _total(ffn_worth) / (1 - w_heads) if w_heads < 1 else math.inf),
     )
 
 
-def _cumulative(scores: list[torch.Tensor], weight: float) -> list[np.ndarray]:
-    flat = [s.detach().double().flatten().cpu().numpy() for s in scores]
-    every = np.concatenate(flat) if flat else np.zeros(0)
+def _total(worth: list[np.ndarray]) -> float:
+    return sum(float(w.sum()) for w in worth)
+
+
+def _as_values(scores: list[torch.Tensor]) -> list[np.ndarray]:
+    """Per layer, the scores as float64 arrays."""
+    return [s.detach().double().flatten().cpu().numpy() for s in scores]
+
+
+def _floor(every: np.ndarray, low: float | None = None) -> float:
+    """What is subtracted from every score so that the least important unit keeps a small
+    worth (1% of the mean's distance above it, or 1 when all are equal): a budget with room to
+    spare keeps it. `low` fixes the zero point (loss units: a score of 0 is worth the small
+    worth)."""
     every = every[np.isfinite(every)]  # -inf: a unit the strategy has removed already
     if every.size == 0:
-        return [np.zeros(len(f) + 1) for f in flat]
-    low, spread = float(every.min()), float(every.mean() - every.min())
-    # The least important unit keeps a small worth (1% of the mean's distance from it, or 1
-    # when all scores are equal), so that a budget with room to spare keeps it; a removed
-    # unit is worth nothing.
-    shifted = [np.where(np.isfinite(f), f - low + (0.01 * spread or 1.0), 0.0) for f in flat]
-    total = float(sum(s.sum() for s in shifted))
-    norm = [s / total for s in shifted]
-    return [weight * np.concatenate([[0.0], np.cumsum(np.sort(s)[::-1])]) for s in norm]
+        return 0.0
+    zero = float(every.min()) if low is None else low
+    spread = float(np.clip(every, zero, None).mean()) - zero
+    return zero - (0.01 * spread or 1.0)
+
+
+def _worth(values: list[np.ndarray], floor: float) -> list[np.ndarray]:
+    """Per layer, each unit's worth: its score above `floor`, never below 0; a unit the
+    strategy has removed already (−inf) is worth nothing."""
+    return [np.where(np.isfinite(v), np.clip(v - floor, 0.0, None), 0.0) for v in values]
+
+
+def _cumulative(worth: list[np.ndarray], total: float) -> list[np.ndarray]:
+    """Per layer, [0, best, best + second, ...] of worth / total."""
+    scale = 1.0 / total if total > 0 and math.isfinite(total) else 0.0
+    return [np.concatenate([[0.0], np.cumsum(np.sort(w)[::-1])]) * scale for w in worth]
 
 
 @dataclass(frozen=True)

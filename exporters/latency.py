@@ -61,7 +61,7 @@ def measure_latency_model(
     Args:
         setting: threads, batch, sequence length, int8 and fusion of the deployment.
         heads_grid, ffn_grid: counts to measure, ascending from 0 to the dense count
-            (default: five points each, 0, 1/4, 1/2, 3/4 and all).
+            (default: 0, 1/16, 1/4, 1/2, 3/4 and all of each, `default_grid`).
         runs: timed rounds (default: enough for ~2 s per graph at its first timing, 10..60).
     """
     shape = model_shape(model)

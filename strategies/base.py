@@ -97,10 +97,16 @@ def _is_int(value: object) -> bool:
 
 @dataclass(frozen=True)
 class Scores:
-    """Per layer, one score per head / FFN neuron the model has now (higher = keep)."""
+    """Per layer, one score per head / FFN neuron the model has now (higher = keep).
+
+    `in_loss_units`: a head's score and a neuron's both estimate the loss a unit's removal
+    costs (taylor, fisher), so a latency target compares them as they are; otherwise (weight
+    norms, coefficients) they are in different units, and it puts each kind on its own scale
+    first (compresskit/target.py)."""
 
     heads: list[torch.Tensor]
     ffn: list[torch.Tensor]
+    in_loss_units: bool = False
 
 
 class Strategy:

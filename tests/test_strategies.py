@@ -31,7 +31,9 @@ ONE_SHOT = [name for name in ALL_STRATEGIES if get_strategy_class(name).kind == 
 
 HEADS, HEAD_DIM, FFN, LAYERS = 4, 8, 40, 3
 SHARED_OPTIONS = {"heads_ratio": 0.25, "ffn_ratio": 0.5, "seed": 7}
-EXTRA_OPTIONS = {"taylor": {"max_batches": 3}}
+EXTRA_OPTIONS = {"taylor": {"max_batches": 3}, "fisher": {"max_batches": 2}}
+# The strategies that score units by the loss gradient of a gate on each (strategies/gates.py).
+GATE_STRATEGIES = ["taylor", "fisher"]
 CLASSIFIER = "BertForSequenceClassification"
 
 # An earlier pruning: uneven head counts, a layer with no heads and a layer with no FFN neurons.
@@ -309,50 +311,56 @@ def assert_same_snapshot(before: dict[str, object], after: dict[str, object]) ->
                 assert torch.equal(old[name], new[name]), (key, name)
 
 
-def test_taylor_leaves_the_model_exactly_as_it_was():
+@pytest.mark.parametrize("name", GATE_STRATEGIES)
+def test_gate_scoring_leaves_the_model_exactly_as_it_was(name):
     model = small().train()
     model.base_model.embeddings.requires_grad_(False)  # a partly frozen model
     model.classifier.eval()  # and a module whose mode differs from its parent's
     before = model_snapshot(model)
-    get_strategy("taylor").scores(model, [labelled(model)])
+    get_strategy(name).scores(model, [labelled(model)])
     after = model_snapshot(model)
     assert_same_snapshot(before, after)
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_taylor_leaves_existing_gradients_untouched():
+@pytest.mark.parametrize("name", GATE_STRATEGIES)
+def test_gate_scoring_leaves_existing_gradients_untouched(name):
     model = small()
     model(**labelled(model)).loss.backward()
     before = model_snapshot(model)
-    get_strategy("taylor").scores(model, [labelled(model, seed=2)])
+    get_strategy(name).scores(model, [labelled(model, seed=2)])
     assert_same_snapshot(before, model_snapshot(model))
 
 
-def test_taylor_restores_the_model_when_scoring_fails():
+@pytest.mark.parametrize("name", GATE_STRATEGIES)
+def test_gate_scoring_restores_the_model_when_scoring_fails(name):
     model = small().train()
     before = model_snapshot(model)
     with pytest.raises(ConfigError):
-        get_strategy("taylor").scores(model, [batch(model)])  # no labels
+        get_strategy(name).scores(model, [batch(model)])  # no labels
     assert_same_snapshot(before, model_snapshot(model))
 
 
+@pytest.mark.parametrize("name", GATE_STRATEGIES)
 @pytest.mark.parametrize("batches", [None, []], ids=["none", "empty"])
-def test_taylor_without_data_is_a_config_error(batches):
+def test_gate_scoring_without_data_is_a_config_error(name, batches):
     model = small()
-    with pytest.raises(ConfigError, match="taylor needs data"):
-        get_strategy("taylor").plan(model, batches)
+    with pytest.raises(ConfigError, match=f"{name} needs data"):
+        get_strategy(name).plan(model, batches)
 
 
-def test_taylor_without_labels_is_a_config_error():
+@pytest.mark.parametrize("name", GATE_STRATEGIES)
+def test_gate_scoring_without_labels_is_a_config_error(name):
     model = small()
     with pytest.raises(ConfigError, match="labels"):
-        get_strategy("taylor").plan(model, [batch(model)])
+        get_strategy(name).plan(model, [batch(model)])
 
 
+@pytest.mark.parametrize("name", GATE_STRATEGIES)
 @pytest.mark.parametrize("value", [0, -1, True, 1.5])
-def test_taylor_max_batches_must_be_a_positive_integer(value):
+def test_gate_scoring_max_batches_must_be_a_positive_integer(name, value):
     with pytest.raises(ConfigError, match="max_batches"):
-        get_strategy("taylor", max_batches=value)
+        get_strategy(name, max_batches=value)
 
 
 def test_taylor_scores_are_the_loss_gradient_of_each_units_scale():
@@ -424,5 +432,32 @@ def test_taylor_reads_at_most_max_batches():
     two = get_strategy("taylor", max_batches=2).scores(model, stream())
     reference = get_strategy("taylor").scores(model, [first, second])
     assert consumed == [0, 1]
+    assert all(torch.equal(a, b) for a, b in zip(two.heads, reference.heads, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(two.ffn, reference.ffn, strict=True))
+
+
+def test_fisher_scores_are_the_sums_of_each_examples_squared_gate_gradient():
+    # Taylor on a batch of one example is |∂loss/∂gate| of that example (checked against
+    # finite differences above), so fisher over a batch is Σ over its rows of taylor².
+    model = small_f64()
+    inputs = labelled(model)
+    rows = int(inputs["input_ids"].shape[0])
+    fisher = get_strategy("fisher").scores(model, [inputs])
+    per_example = [
+        get_strategy("taylor").scores(model, [{k: v[i : i + 1] for k, v in inputs.items()}])
+        for i in range(rows)
+    ]
+    assert rows > 1 and fisher.in_loss_units
+    for kind in ("heads", "ffn"):
+        for layer, total in enumerate(getattr(fisher, kind)):
+            expected = sum(getattr(t, kind)[layer].square() for t in per_example)
+            assert torch.allclose(total, expected, rtol=1e-9, atol=1e-15)
+
+
+def test_fisher_reads_at_most_max_batches():
+    model = small()
+    batches = [labelled(model, seed=s) for s in (1, 2, 3)]
+    two = get_strategy("fisher", max_batches=2).scores(model, iter(batches))
+    reference = get_strategy("fisher").scores(model, batches[:2])
     assert all(torch.equal(a, b) for a, b in zip(two.heads, reference.heads, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(two.ffn, reference.ffn, strict=True))

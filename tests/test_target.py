@@ -39,6 +39,10 @@ from compresskit.target import (
     target_from_flags,
 )
 
+# isort: split
+# (ruff files compresskit.strategies, which installs from strategies/, under third-party)
+from compresskit.strategies.base import Scores
+
 ONE_SHOT = [n for n in strategy_names() if get_strategy_class(n).kind == "one-shot"]
 CLASSIFIERS = [
     (t, next(c for c in classes if c.endswith("ForSequenceClassification")))
@@ -57,7 +61,7 @@ def fake_latency(model: torch.nn.Module, setting: LatencySetting | None = None) 
     return LatencyModel(setting or LatencySetting(), shape, 0.4, heads, widths, table, {})
 
 
-def choose(model, scores, cost, ratio: float, round_to: int = 1):
+def choose(model, scores, cost, ratio: float, round_to: int = 1, in_loss_units: bool = False):
     before = cost.fixed + sum(
         cost.layer(h, f)
         for h, f in zip(
@@ -67,14 +71,32 @@ def choose(model, scores, cost, ratio: float, round_to: int = 1):
         )
     )
     return choose_widths(
-        model, scores.heads, scores.ffn, cost, before / ratio, before=before, round_to=round_to
+        model,
+        scores.heads,
+        scores.ffn,
+        cost,
+        before / ratio,
+        before=before,
+        round_to=round_to,
+        in_loss_units=in_loss_units,
     )
 
 
 # --- the choice is the best within the budget ---------------------------------------------------
-def docstring_values(model, scores) -> list[dict[tuple[int, int], float]]:
+def docstring_values(model, scores, in_loss_units=False) -> list[dict[tuple[int, int], float]]:
     """Per layer, the value of keeping (h best heads, f best neurons), computed here from
     compresskit/target.py's docstring."""
+    if in_loss_units:  # scores as they are, both kinds on one scale, the least still worth 1%
+        every = torch.cat([*scores.heads, *scores.ffn]).double().clamp(min=0)
+        low = -(0.01 * float(every.mean()) or 1.0)
+        worth = [[float(v) - low for v in s] for s in [*scores.heads, *scores.ffn]]
+        mass = sum(sum(w) for w in worth)
+        sums = [[sum(sorted(w, reverse=True)[:k]) / mass for k in range(len(w) + 1)] for w in worth]
+        heads, ffn = sums[: len(scores.heads)], sums[len(scores.heads) :]
+        return [
+            {(h, f): hv[h] + fv[f] for h in range(len(hv)) for f in range(len(fv))}
+            for hv, fv in zip(heads, ffn, strict=True)
+        ]
     n_heads = sum(int(s.numel()) for s in scores.heads)
     n_ffn = sum(int(s.numel()) for s in scores.ffn)
     hidden = model.config.hidden_size
@@ -107,14 +129,15 @@ def test_the_choice_is_the_best_within_the_budget_by_brute_force(data):
     scores = get_strategy("random", seed=data.draw(st.integers(0, 10_000))).scores(model)
     cost = fake_latency(model)
     ratio = data.draw(st.floats(1.0, 2.5))
-    choice = choose(model, scores, cost, ratio, round_to=4)
+    in_loss_units = data.draw(st.booleans())
+    choice = choose(model, scores, cost, ratio, round_to=4, in_loss_units=in_loss_units)
     counts = list(zip(choice.plan.heads_per_layer, choice.plan.ffn_per_layer, strict=True))
     assert choice.predicted <= choice.budget + 1e-9
     assert choice.predicted == pytest.approx(cost.fixed + sum(cost.layer(h, f) for h, f in counts))
     # Brute force over every (heads, width) of both layers: the choice is feasible, no
     # feasible choice is worth more, and (costs are rounded up to bins of 1/4000 of the
     # layers' budget) it is worth at least the best that fits a budget two bins tighter.
-    values = docstring_values(model, scores)
+    values = docstring_values(model, scores, in_loss_units)
     options = list(itertools.product(range(5), range(0, 33, 4)))
     step = (choice.budget - cost.fixed) / 4000
     best_within, best_tighter = -1.0, -1.0
@@ -155,6 +178,33 @@ def test_layers_worth_more_keep_more():
     choice = choose(model, scores, fake_latency(model), 1.8)
     assert choice.plan.heads_per_layer[0] >= choice.plan.heads_per_layer[1]
     assert choice.plan.ffn_per_layer[0] > choice.plan.ffn_per_layer[1]
+
+
+@pytest.mark.parametrize("in_loss_units", [True, False])
+def test_scores_in_loss_units_weigh_heads_against_neurons_as_they_are(in_loss_units):
+    """In loss units, heads whose scores are 1000 times the neurons' are kept and the FFN is
+    cut, and the other way round; scores in other units are put on one scale per kind, so the
+    same scaling changes nothing."""
+    model = tiny_model("bert", layers=2, heads=4, ffn=40)
+    scores = get_strategy("random", seed=3).scores(model)  # in [0, 1): each unit in [1, 1.1)
+    scores = Scores([1 + 0.1 * s for s in scores.heads], [1 + 0.1 * s for s in scores.ffn])
+    cost = fake_latency(model)
+
+    def widths(head_scale: float, ffn_scale: float):
+        scaled = Scores(
+            [s * head_scale for s in scores.heads],
+            [s * ffn_scale for s in scores.ffn],
+            in_loss_units=in_loss_units,
+        )
+        choice = choose(model, scaled, cost, 1.2, in_loss_units=in_loss_units)
+        return choice.plan.heads_per_layer, choice.plan.ffn_per_layer
+
+    heads_worth_more, ffn_worth_more = widths(1000, 1), widths(1, 1000)
+    if in_loss_units:
+        assert heads_worth_more[0] == [4, 4] and sum(heads_worth_more[1]) < 80
+        assert ffn_worth_more[1] == [40, 40] and sum(ffn_worth_more[0]) < 8
+    else:
+        assert heads_worth_more == ffn_worth_more == widths(1, 1)
 
 
 def test_a_budget_below_the_cheapest_model_says_how_small_it_can_go():
@@ -297,6 +347,13 @@ def test_all_equal_scores_still_choose_within_budget():
     choice = choose_widths(model, *flat, cost, cost.dense() / 2, before=cost.dense())
     assert choice.predicted <= cost.dense() / 2
     assert np.isfinite(choice.importance_kept)
+
+
+def test_the_default_grid_has_a_point_at_the_first_units():
+    # a layer's first head costs more than the next ones: the grid must see it
+    assert default_grid(12) == (0, 1, 3, 6, 9, 12)
+    assert default_grid(1536) == (0, 96, 384, 768, 1152, 1536)
+    assert default_grid(1) == (0, 1) and default_grid(0) == (0,)
 
 
 def test_the_measured_grid_has_its_shape(tmp_path):

@@ -1,0 +1,212 @@
+"""Gates on every attention head and FFN neuron, for strategies that score units by the loss
+gradient of a gate (taylor, fisher). A gate g = 1 multiplies what its unit contributes: a
+head's gate scales its slice of the input of the attention output projection, a neuron's gate
+scales its input to the FFN `down` linear. Scoring runs in eval mode (no dropout) with the
+parameters frozen, and leaves the model exactly as it found it: weights, gradients,
+`requires_grad` flags, train/eval modes, and no hooks left behind.
+
+    head_sums, ffn_sums = summed_gate_gradients(
+        model, batches, config, "taylor", per_sample=False, transform=lambda g: g
+    )
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from compresskit.arch import ArchAdapter, get_adapter
+from compresskit.errors import CompressKitError, ConfigError
+from compresskit.strategies.base import StrategyConfig, option_help
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Gates:
+    """Per layer, a gate tensor of ones for the heads, shape (heads,), and one for the FFN
+    neurons, shape (width,)."""
+
+    heads: list[torch.Tensor]
+    ffn: list[torch.Tensor]
+
+    @classmethod
+    def ones(cls, adapter: ArchAdapter) -> Gates:
+        layers = adapter.layers()
+        heads = [
+            _gate(adapter.attention_parts(layer).output, adapter.num_heads(layer))
+            for layer in layers
+        ]
+        ffn = [_gate(adapter.ffn_parts(layer).down, adapter.ffn_width(layer)) for layer in layers]
+        return cls(heads, ffn)
+
+    def zeros(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Running sums shaped like the head and FFN gates, in float32 whatever the model's
+        dtype."""
+        return [_zeros_f32(g) for g in self.heads], [_zeros_f32(g) for g in self.ffn]
+
+    @contextlib.contextmanager
+    def attached(self, adapter: ArchAdapter) -> Iterator[None]:
+        """While inside, gate the inputs of every attention output projection and FFN `down`."""
+        handles = []
+        try:
+            for layer, head_gate, ffn_gate in zip(
+                adapter.layers(), self.heads, self.ffn, strict=True
+            ):
+                head_hook = _gate_input(head_gate, adapter.head_dim(layer))
+                ffn_hook = _gate_input(ffn_gate, 1)
+                out_proj = adapter.attention_parts(layer).output
+                handles.append(out_proj.register_forward_pre_hook(head_hook))
+                handles.append(adapter.ffn_parts(layer).down.register_forward_pre_hook(ffn_hook))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def gradients(self, loss: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """∂loss/∂gate for every head gate and FFN gate, in float32 (a layer left with no
+        units gets an empty tensor)."""
+        gates = self.heads + self.ffn
+        # Gates of zero units (a fully pruned layer) have nothing to score.
+        live = [i for i, gate in enumerate(gates) if gate.numel()]
+        grads = [_zeros_f32(gate) for gate in gates]
+        if live:
+            # autograd.grad rather than backward(): nothing is accumulated into any .grad.
+            found = torch.autograd.grad(loss, [gates[i] for i in live], allow_unused=True)
+            for i, grad in zip(live, found, strict=True):
+                if grad is None:
+                    # A hook that never ran would silently give every unit score 0.
+                    raise CompressKitError(
+                        "a gate never reached the loss; does the model run every layer's "
+                        "attention output projection and FFN down linear as plain nn.Linear "
+                        "calls?"
+                    )
+                grads[i] = grad.float()
+        return grads[: len(self.heads)], grads[len(self.heads) :]
+
+
+def _gate(linear: nn.Linear, units: int) -> torch.Tensor:
+    weight = linear.weight
+    return torch.ones(units, dtype=weight.dtype, device=weight.device, requires_grad=True)
+
+
+def _zeros_f32(gate: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(gate.shape, dtype=torch.float32, device=gate.device)
+
+
+def _gate_input(gate: torch.Tensor, unit_size: int) -> Callable[..., tuple[Any, ...]]:
+    """A forward pre-hook that multiplies consecutive blocks of `unit_size` input features
+    by the matching gate entry."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        features, *rest = args
+        # (..., units * unit_size) -> (..., units, unit_size), gated, and back.
+        blocks = features.unflatten(-1, (gate.numel(), unit_size))
+        gated = (blocks * gate.unsqueeze(-1)).flatten(-2)
+        return (gated, *rest)
+
+    return hook
+
+
+def labelled_loss(model: nn.Module, batch: Batch, strategy: str) -> torch.Tensor:
+    """The loss `model` returns for `batch`; a batch without labels is a ConfigError naming
+    `strategy`."""
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    loss = getattr(model(**inputs), "loss", None)
+    if loss is None:
+        raise ConfigError(
+            f"{strategy} needs batches with labels: {type(model).__name__} returned no loss for a "
+            f"batch with keys {sorted(batch)}; add 'labels' (or the model's target inputs) and "
+            "use a model class with a task head"
+        )
+    return loss
+
+
+@contextlib.contextmanager
+def scoring_state(model: nn.Module) -> Iterator[None]:
+    """Eval mode, gradients on and parameters frozen (gradients flow to the gates only);
+    every module's mode and every parameter's `requires_grad` are restored afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        model.eval()
+        for param, _ in flags:
+            param.requires_grad_(False)
+        with torch.enable_grad():
+            yield
+    finally:
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)
+        for module, training in modes:
+            module.training = training
+
+
+@dataclass(frozen=True)
+class GateScoringConfig(StrategyConfig):
+    """Shared settings plus how many labelled batches to score with."""
+
+    max_batches: int = field(default=8, metadata=option_help("Labelled batches to score with."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (
+            isinstance(self.max_batches, bool)
+            or not isinstance(self.max_batches, int)
+            or self.max_batches < 1
+        ):
+            raise ConfigError(f"max_batches must be a positive integer, got {self.max_batches!r}")
+
+
+def summed_gate_gradients(
+    model: nn.Module,
+    batches: Iterable[Batch] | None,
+    config: GateScoringConfig,
+    strategy: str,
+    *,
+    per_sample: bool,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Σ transform(∂loss/∂gate) over the first `config.max_batches` batches, per batch or,
+    with `per_sample`, per example of each batch (one backward pass each); per layer, shapes
+    (heads,) and (width,).
+
+    Raises:
+        ConfigError: no batches, or a batch for which the model returns no loss.
+    """
+    if batches is None:
+        raise ConfigError(
+            f"{strategy} needs data: pass labelled batches (dicts of tensors such that "
+            "model(**batch).loss exists) to scores() / plan()"
+        )
+    adapter = get_adapter(model)
+    gates = Gates.ones(adapter)
+    head_sums, ffn_sums = gates.zeros()
+    batches_used = 0
+    with scoring_state(model), gates.attached(adapter):
+        for batch in itertools.islice(batches, config.max_batches):
+            for piece in examples(batch) if per_sample else [batch]:
+                heads, ffn = gates.gradients(labelled_loss(model, piece, strategy))
+                for total, grad in zip(head_sums + ffn_sums, heads + ffn, strict=True):
+                    total.add_(transform(grad))
+            batches_used += 1
+    if batches_used == 0:
+        raise ConfigError(f"{strategy} needs data: the batches given were empty")
+    return head_sums, ffn_sums
+
+
+def examples(batch: Batch) -> Iterator[Batch]:
+    """The batch one example at a time: every tensor with the batch's first dimension is
+    sliced to one row (kept 2-D); anything else is passed as it is."""
+    rows = int(batch["input_ids"].shape[0])
+    for i in range(rows):
+        yield {
+            k: v[i : i + 1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v
+            for k, v in batch.items()
+        }
