@@ -6,9 +6,12 @@ h heads and an FFN of width f. A whole model then costs
     fixed + Σ_layers layer(h_l, f_l)
 
 `LatencyModel` holds milliseconds measured on a small grid of (h, f), interpolated linearly in
-each axis between grid points; it is measured by `compresskit.exporters.latency` on the
-runtime, threads, batch, sequence length and precision the user deploys with, and cached per
-machine and setting (`cache_path`). `MacsModel` counts encoder MACs (compresskit.stats).
+each axis between grid points, scaled so that the dense model's prediction equals the whole
+dense model measured in the same rounds (`whole_ms`; the parts summed fell 13–16% short of
+the whole at batch 1, alike for dense and pruned models). It is measured by
+`compresskit.exporters.latency` on the runtime, threads, batch, sequence length and precision
+the user deploys with, and cached per machine and setting (`cache_path`). `MacsModel` counts
+encoder MACs (compresskit.stats).
 
 This module imports neither torch nor onnxruntime.
 """
@@ -29,9 +32,9 @@ from compresskit.errors import CompressKitError, ConfigError
 
 FORMAT = "compresskit.latency"
 FORMAT_VERSION = 1
-# How default_grid lays out the points: a new layout is measured again rather than read from
-# a cache of the old one.
-GRID_VERSION = 2
+# How a latency model is measured (default_grid's points, the whole-model calibration): a new
+# way is measured again rather than read from a cache of the old one.
+MEASUREMENT_VERSION = 3
 CACHE_ENV = "COMPRESSKIT_CACHE"
 
 
@@ -101,7 +104,13 @@ class ModelShape:
 class LatencyModel:
     """Milliseconds per forward pass: `fixed_ms` plus, per layer, `layer_ms[i][j]` measured
     at `heads_grid[i]` heads and FFN width `ffn_grid[j]` (both grids ascending, from 0 to the
-    dense count)."""
+    dense count), all scaled by `whole_ms` / (the dense model so summed) when `whole_ms`, the
+    whole dense model's time in the same rounds, is known.
+
+    Why scale everything alike: graphs of one layer leave out what a deep graph pays on top
+    (measured at batch 1: the whole dense model 13–16% slower than its parts, and pruned
+    models from 1.5x to 3x faster off by the same fraction), so ratios hold without it and
+    milliseconds (--target-latency) need it."""
 
     setting: LatencySetting
     shape: ModelShape
@@ -110,6 +119,7 @@ class LatencyModel:
     ffn_grid: tuple[int, ...]
     layer_ms: tuple[tuple[float, ...], ...]
     machine: dict[str, Any]
+    whole_ms: float | None = None
 
     unit = "ms"
 
@@ -128,15 +138,30 @@ class LatencyModel:
             raise LatencyModelError(
                 "layer_ms must have one row per head count, one value per width"
             )
+        if self.whole_ms is not None and not self.whole_ms > 0:
+            raise LatencyModelError(f"whole_ms must be positive, got {self.whole_ms!r}")
+
+    @property
+    def scale(self) -> float:
+        """whole_ms over the dense model's sum of parts (1 when the whole was not measured)."""
+        if self.whole_ms is None:
+            return 1.0
+        s = self.shape
+        parts = self.fixed_ms + s.layers * self._measured_layer(s.heads, s.ffn)
+        return self.whole_ms / parts if parts > 0 else 1.0
 
     @property
     def fixed(self) -> float:
-        return self.fixed_ms
+        return self.fixed_ms * self.scale
 
     def layer(self, heads: int, ffn: int) -> float:
-        """Milliseconds of one layer with `heads` heads and FFN width `ffn`, interpolated
-        linearly between the measured grid points (never below zero: a measured difference
-        can be slightly negative at the smallest widths)."""
+        """Milliseconds of one layer with `heads` heads and FFN width `ffn`: the grid
+        interpolated, times `scale`."""
+        return self._measured_layer(heads, ffn) * self.scale
+
+    def _measured_layer(self, heads: int, ffn: int) -> float:
+        """The grid interpolated linearly between measured points (never below zero: a
+        measured difference can be slightly negative at the smallest widths)."""
         i, a = _bracket(self.heads_grid, heads)
         j, b = _bracket(self.ffn_grid, ffn)
         t = self.layer_ms
@@ -171,8 +196,18 @@ class LatencyModel:
                 f"fixed (embeddings, head): {self.fixed_ms:.3f} ms; one layer, ms:",
                 head,
                 *rows,
+                self._calibration(),
                 f"dense: {self.dense():.3f} ms predicted ({self.shape.layers} layers)",
             ]
+        )
+
+    def _calibration(self) -> str:
+        if self.whole_ms is None:
+            return "not calibrated on a whole model: milliseconds are the parts' sum"
+        return (
+            f"calibrated: the whole dense model took {self.whole_ms:.3f} ms, its parts summed "
+            f"{self.whole_ms / self.scale:.3f} ms; every cost above is scaled by "
+            f"{self.scale:.3f}"
         )
 
     # --- files ----------------------------------------------------------------------------
@@ -186,6 +221,7 @@ class LatencyModel:
             "heads_grid": list(self.heads_grid),
             "ffn_grid": list(self.ffn_grid),
             "layer_ms": [list(row) for row in self.layer_ms],
+            "whole_ms": self.whole_ms,
             "machine": self.machine,
         }
 
@@ -200,6 +236,7 @@ class LatencyModel:
                 ffn_grid=tuple(_integer(v) for v in data["ffn_grid"]),
                 layer_ms=tuple(tuple(_number(v) for v in row) for row in data["layer_ms"]),
                 machine=dict(data.get("machine") or {}),
+                whole_ms=None if data.get("whole_ms") is None else _number(data["whole_ms"]),
             )
         except LatencyModelError as err:
             raise LatencyModelError(f"{where}: {err}") from None
@@ -269,7 +306,7 @@ def cache_path(setting: LatencySetting, shape: ModelShape, machine: dict[str, An
         "shape": asdict(shape),
         "machine": {k: machine.get(k) for k in ("cpu", "logical_cores", "onnxruntime")},
         "format_version": FORMAT_VERSION,
-        "grid": GRID_VERSION,
+        "measurement": MEASUREMENT_VERSION,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return cache_root() / "latency" / f"{shape.model_type}-{digest}.json"

@@ -9,11 +9,13 @@ int8 quantisation, `onnx.timing_graph`), of random-init models of the user's arc
 - `base`: the same with a 1,024-token vocabulary;
 - one graph per grid point (h, f): `base` plus one encoder layer pruned to h heads and FFN
   width f, also with the small vocabulary (the embedding table's size does not change the
-  time of a look-up, and small graphs keep the measurement in memory).
+  time of a look-up, and small graphs keep the measurement in memory);
+- `whole`: the dense model with all its layers, at the real vocabulary, to calibrate on.
 
 One layer's milliseconds at (h, f) are median(grid point) - median(base); the fixed cost is
-median(fixed). Every graph runs in the same interleaved rounds (compresskit.bench), each round
-in a new shuffled order, so that drift in machine load hits every grid point alike.
+median(fixed); median(whole) scales them all (compresskit/latency.py, `LatencyModel`). Every
+graph runs in the same interleaved rounds (compresskit.bench), each round in a new shuffled
+order, so that drift in machine load hits every grid point alike.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def measure_latency_model(
     builders: dict[str, Callable[[], nn.Module]] = {
         "fixed": lambda: _random_model(model, config, layers=0, vocab=shape.vocab_size),
         "base": lambda: _random_model(model, config, layers=0, vocab=SMALL_VOCAB),
+        "whole": lambda: _random_model(model, config, layers=shape.layers, vocab=shape.vocab_size),
     }
     for h in heads:
         for f in widths:
@@ -87,7 +90,8 @@ def measure_latency_model(
                 optimize=setting.optimize,
                 quantize="int8" if setting.int8 else None,
             )
-            calls[name] = _timed_call(graph, setting, shape.vocab_size if name == "fixed" else 0)
+            real_vocab = name in ("fixed", "whole")
+            calls[name] = _timed_call(graph, setting, shape.vocab_size if real_vocab else 0)
         rounds = runs or _rounds(calls[f"{heads[-1]}/{widths[-1]}"])
         seconds = interleaved_times(list(calls.values()), rounds, warmup)
     median_ms = {name: 1e3 * statistics.median(s) for name, s in zip(calls, seconds, strict=True)}
@@ -100,6 +104,7 @@ def measure_latency_model(
         ffn_grid=widths,
         layer_ms=tuple(tuple(median_ms[f"{h}/{f}"] - base for f in widths) for h in heads),
         machine=_machine() | {"runs": rounds, "warmup": warmup},
+        whole_ms=median_ms["whole"],
     )
 
 

@@ -4,6 +4,7 @@ strategy, the latency model interpolates and round-trips, and every mistake is o
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -285,6 +286,23 @@ def test_the_latency_model_round_trips_and_refuses_another_setting(tmp_path):
         again.check_fits(lm.setting, model_shape(other), "lm.json")
 
 
+def test_a_calibrated_latency_model_predicts_the_whole_model_and_keeps_ratios(tmp_path):
+    raw = fake_latency(tiny_model("bert", layers=2, heads=4, ffn=40))
+    calibrated = dataclasses.replace(raw, whole_ms=1.3 * raw.dense())
+    assert calibrated.dense() == pytest.approx(1.3 * raw.dense())
+    widths = ([1, 3], [8, 40])
+    assert calibrated.predict(*widths) / calibrated.dense() == pytest.approx(
+        raw.predict(*widths) / raw.dense()
+    )
+    calibrated.save(tmp_path / "lm.json")
+    assert LatencyModel.load(tmp_path / "lm.json") == calibrated
+    assert "calibrated" in calibrated.table() and "1.300" in calibrated.table()
+    # a file written before the calibration existed reads as the parts' sum
+    data = raw.to_dict()
+    data.pop("whole_ms")
+    assert LatencyModel.from_dict(data).scale == 1.0
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -294,6 +312,8 @@ def test_the_latency_model_round_trips_and_refuses_another_setting(tmp_path):
         (lambda d: d.update(heads_grid=[0, 2]), "must rise from 0 to the dense count 4"),
         (lambda d: d["layer_ms"].pop(), "one row per head count"),
         (lambda d: d["setting"].update(threads=0), "threads must be a positive integer"),
+        (lambda d: d.update(whole_ms=-1.0), "whole_ms must be positive"),
+        (lambda d: d.update(whole_ms="slow"), "damaged"),
     ],
 )
 def test_a_damaged_latency_model_file_is_one_line(tmp_path, damage, message):
@@ -366,7 +386,8 @@ def test_the_measured_grid_has_its_shape(tmp_path):
         model, LatencySetting(threads=1, seq_len=8), heads_grid=[0, 2, 4], ffn_grid=[0, 40], runs=3
     )
     assert lm.heads_grid == (0, 2, 4) and lm.ffn_grid == (0, 40)
-    assert lm.fixed_ms > 0 and lm.dense() > lm.fixed_ms
+    assert lm.fixed_ms > 0 and lm.dense() > lm.fixed
+    assert lm.whole_ms is not None and lm.dense() == pytest.approx(lm.whole_ms)
     lm.save(tmp_path / "lm.json")
     assert LatencyModel.load(tmp_path / "lm.json") == lm
 
