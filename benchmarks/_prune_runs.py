@@ -70,7 +70,7 @@ def run_prune(name: str, options: list[str], folder: Path) -> dict[str, Any]:
             [sys.executable, "-m", "compresskit", *argv[1:]], stdout=stream, stderr=stream
         )
     if done.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:]
+        tail = (log.read_text().strip().splitlines() or [""])[-1]
         raise SystemExit(f"run {name} failed ({done.returncode}): {tail} — see {log}")
     report = json.loads((out / "report.json").read_text())
     report["command"] = shlex.join(argv)

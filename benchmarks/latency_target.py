@@ -157,7 +157,14 @@ def speed_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, A
                 report = {"refused": str(refused).split("): ")[-1].split(" — see")[0]}
                 (args.output / f"{name}.json").write_text(json.dumps(report) + "\n")
             if report is not None and "refused" in report:
-                runs[name] = {"kind": "refused", "setting": setting, "target": target} | report
+                # (runs saved before the log's last line was quoted as a list)
+                why = report["refused"].strip("[]'").removeprefix("Error: ")
+                runs[name] = {
+                    "kind": "refused",
+                    "setting": setting,
+                    "target": target,
+                    "refused": why,
+                }
             elif report is not None:
                 runs[name] = {"kind": "speed", "setting": setting, "target": target} | row(report)
     return runs
