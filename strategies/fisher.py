@@ -19,36 +19,18 @@ it found it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from torch import nn
+import torch
 
 from compresskit.registry import register_strategy
-from compresskit.strategies.base import Scores, Strategy
-from compresskit.strategies.gates import Batch, GateScoringConfig, summed_gate_gradients
+from compresskit.strategies.gates import GateScoringStrategy
 
 
 @register_strategy("fisher")
-class FisherStrategy(Strategy):
+class FisherStrategy(GateScoringStrategy):
     """Fisher importance: Σ over examples of (∂loss/∂gate)² for each head and FFN neuron."""
 
-    needs_data = True
-    Config = GateScoringConfig
-    config: GateScoringConfig
+    per_example = True  # one backward pass per example
 
-    def scores(self, model: nn.Module, batches: Iterable[Batch] | None = None) -> Scores:
-        """Sum each gate's squared per-example loss gradient over the first `max_batches`
-        batches (one backward pass per example).
-
-        Args:
-            model: a supported transformers model with a loss head, dense or already pruned.
-            batches: dicts of tensors that `model(**batch)` accepts, with labels (or whatever
-                the model needs to return a loss).
-
-        Raises:
-            ConfigError: no batches, or a batch for which the model returns no loss.
-        """
-        heads, ffn = summed_gate_gradients(
-            model, batches, self.config, "fisher", per_sample=True, transform=lambda g: g.square()
-        )
-        return Scores(heads, ffn, in_loss_units=True)
+    @staticmethod
+    def contribution(grad: torch.Tensor) -> torch.Tensor:
+        return grad.square()

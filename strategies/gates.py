@@ -5,9 +5,8 @@ scales its input to the FFN `down` linear. Scoring runs in eval mode (no dropout
 parameters frozen, and leaves the model exactly as it found it: weights, gradients,
 `requires_grad` flags, train/eval modes, and no hooks left behind.
 
-    head_sums, ffn_sums = summed_gate_gradients(
-        model, batches, config, "taylor", per_sample=False, transform=lambda g: g
-    )
+A strategy of this kind subclasses `GateScoringStrategy` and says how one gradient counts
+(`contribution`), whether per example, and what the sums become (`from_sums`).
 """
 
 from __future__ import annotations
@@ -16,14 +15,14 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from compresskit.arch import ArchAdapter, get_adapter
 from compresskit.errors import CompressKitError, ConfigError
-from compresskit.strategies.base import StrategyConfig, option_help
+from compresskit.strategies.base import Scores, Strategy, StrategyConfig, option_help
 
 Batch = dict[str, torch.Tensor]
 
@@ -210,3 +209,48 @@ def examples(batch: Batch) -> Iterator[Batch]:
             k: v[i : i + 1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v
             for k, v in batch.items()
         }
+
+
+class GateScoringStrategy(Strategy):
+    """A one-shot strategy whose scores are sums over data of a function of the gates' loss
+    gradients: `from_sums(Σ contribution(∂loss/∂gate))`, over batches or, with
+    `per_example`, over each batch's examples."""
+
+    needs_data = True
+    Config = GateScoringConfig
+    config: GateScoringConfig
+    per_example: ClassVar[bool] = False
+
+    @staticmethod
+    def contribution(grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+    @staticmethod
+    def from_sums(sums: torch.Tensor) -> torch.Tensor:
+        return sums
+
+    def scores(self, model: nn.Module, batches: Iterable[Batch] | None = None) -> Scores:
+        """Score every head and FFN neuron over the first `max_batches` batches.
+
+        Args:
+            model: a supported transformers model with a loss head, dense or already pruned.
+            batches: dicts of tensors that `model(**batch)` accepts, with labels (or whatever
+                the model needs to return a loss).
+
+        Raises:
+            ConfigError: no batches, or a batch for which the model returns no loss.
+        """
+        heads, ffn = summed_gate_gradients(
+            model,
+            batches,
+            self.config,
+            self.name,
+            per_sample=self.per_example,
+            transform=self.contribution,
+        )
+        # Both estimate the loss a unit's removal costs: one unit for heads and neurons.
+        return Scores(
+            [self.from_sums(h) for h in heads],
+            [self.from_sums(f) for f in ffn],
+            in_loss_units=True,
+        )
