@@ -19,6 +19,7 @@ This module imports neither torch nor onnxruntime.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import os
@@ -141,9 +142,10 @@ class LatencyModel:
         if self.whole_ms is not None and not self.whole_ms > 0:
             raise LatencyModelError(f"whole_ms must be positive, got {self.whole_ms!r}")
 
-    @property
+    @functools.cached_property
     def scale(self) -> float:
-        """whole_ms over the dense model's sum of parts (1 when the whole was not measured)."""
+        """whole_ms over the dense model's sum of parts (1 when the whole was not measured);
+        computed once, as every layer() of a width choice uses it."""
         if self.whole_ms is None:
             return 1.0
         s = self.shape
