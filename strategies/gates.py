@@ -169,11 +169,11 @@ def summed_gate_gradients(
     config: GateScoringConfig,
     strategy: str,
     *,
-    per_sample: bool,
+    per_example: bool,
     transform: Callable[[torch.Tensor], torch.Tensor],
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Σ transform(∂loss/∂gate) over the first `config.max_batches` batches, per batch or,
-    with `per_sample`, per example of each batch (one backward pass each); per layer, shapes
+    with `per_example`, per example of each batch (one backward pass each); per layer, shapes
     (heads,) and (width,).
 
     Raises:
@@ -190,7 +190,7 @@ def summed_gate_gradients(
     batches_used = 0
     with scoring_state(model), gates.attached(adapter):
         for batch in itertools.islice(batches, config.max_batches):
-            for piece in examples(batch) if per_sample else [batch]:
+            for piece in examples(batch) if per_example else [batch]:
                 heads, ffn = gates.gradients(labelled_loss(model, piece, strategy))
                 for total, grad in zip(head_sums + ffn_sums, heads + ffn, strict=True):
                     total.add_(transform(grad))
@@ -245,7 +245,7 @@ class GateScoringStrategy(Strategy):
             batches,
             self.config,
             self.name,
-            per_sample=self.per_example,
+            per_example=self.per_example,
             transform=self.contribution,
         )
         # Both estimate the loss a unit's removal costs: one unit for heads and neurons.
