@@ -297,11 +297,15 @@ def _stable_ascending(values: torch.Tensor) -> torch.Tensor:
     return values.numel() - 1 - reversed_order
 
 
+def removal_order(scores: torch.Tensor) -> list[int]:
+    """Positions in the order they go: keeping `count` units keeps all but the first
+    n − count (`top_positions`)."""
+    return [int(i) for i in _stable_ascending(scores.detach().flatten().double().cpu())]
+
+
 def top_positions(scores: torch.Tensor, count: int) -> list[int]:
-    values = scores.detach().flatten().double().cpu()
-    order = _stable_ascending(values)
-    kept = order[values.numel() - count :] if count else order[:0]
-    return sorted(int(i) for i in kept)
+    order = removal_order(scores)
+    return sorted(order[len(order) - count :] if count else [])
 
 
 def plan_from_scores(

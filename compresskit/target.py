@@ -46,9 +46,10 @@ from torch import nn
 
 from compresskit.arch import get_adapter
 from compresskit.errors import ConfigError, PlanError
+from compresskit.interactions import lowest_fisher_loss
 from compresskit.latency import CostModel, LatencySetting, MacsModel, ModelShape
 from compresskit.plan import LayerPlan, PruningPlan, top_positions
-from compresskit.strategies.base import Scores
+from compresskit.strategies.base import ExampleGradients, Scores
 
 BINS = 4000
 FAST_WIDTH_MULTIPLE = 16
@@ -196,6 +197,8 @@ class WidthChoice:
     predicted: float
     before: float  # the cost of the model as it was given
     importance_kept: float  # Σ value of the chosen options / Σ value of keeping everything
+    # The search with per-example gradients, when it ran (interactions.lowest_fisher_loss).
+    interactions: dict[str, Any] | None = None
 
     @property
     def predicted_ratio(self) -> float:
@@ -211,6 +214,7 @@ class WidthChoice:
             "importance_kept": self.importance_kept,
             "heads_per_layer": self.plan.heads_per_layer,
             "ffn_per_layer": self.plan.ffn_per_layer,
+            "interactions": self.interactions,
         }
 
 
@@ -243,6 +247,7 @@ def plan_for_target(
         before=before,
         round_to=FAST_WIDTH_MULTIPLE if round_to is None else round_to,
         in_loss_units=scores.in_loss_units,
+        example_gradients=scores.example_gradients,
     )
 
 
@@ -262,8 +267,11 @@ def choose_widths(
     before: float,
     round_to: int = 1,
     in_loss_units: bool = False,
+    example_gradients: ExampleGradients | None = None,
 ) -> WidthChoice:
-    """The plan of `model` (as it is now) that keeps the most score under `budget`.
+    """The plan of `model` (as it is now) that keeps the most score under `budget`, or, with
+    `example_gradients`, the lowest loss the whole empirical Fisher predicts
+    (compresskit/interactions.py).
 
     Args:
         head_scores, ffn_scores: per layer, one score per unit the model has now (a
@@ -274,6 +282,8 @@ def choose_widths(
         round_to: FFN widths are multiples of this (or a layer's whole width).
         in_loss_units: the scores of heads and neurons are in the same unit (the module
             docstring); `Scores.in_loss_units`.
+        example_gradients: the per-example gate gradients the scores were summed from
+            (`Scores.example_gradients`), for the search that counts units removed together.
     """
     current = PruningPlan.of_model(model)
     if [int(s.numel()) for s in head_scores] != current.heads_per_layer or [
@@ -283,12 +293,19 @@ def choose_widths(
     if type(round_to) is not int or round_to < 1:
         raise ConfigError(f"round_to must be a positive integer, got {round_to!r}")
     head_values, ffn_values = _unit_values(model, head_scores, ffn_scores, in_loss_units)
+    widths = [allowed_widths(len(f) - 1, round_to) for f in ffn_values]
     options = [
-        _layer_options(h, f, cost, round_to) for h, f in zip(head_values, ffn_values, strict=True)
+        _layer_options(h, f, w, cost)
+        for h, f, w in zip(head_values, ffn_values, widths, strict=True)
     ]
     counts = [(len(h) - 1, len(f) - 1) for h, f in zip(head_values, ffn_values, strict=True)]
+    interactions = None
     if cost.fixed + sum(cost.layer(h, f) for h, f in counts) > budget:  # else keep everything
         counts = _knapsack(options, budget - cost.fixed, budget, cost)
+        if example_gradients is not None:
+            counts, interactions = lowest_fisher_loss(
+                counts, example_gradients, head_scores, ffn_scores, widths, cost, budget
+            )
     _check_something_kept(counts, head_values, ffn_values, budget, cost.unit)
     layers = []
     for lp, hs, fs, (h, f) in zip(current.layers, head_scores, ffn_scores, counts, strict=True):
@@ -301,7 +318,20 @@ def choose_widths(
     kept = sum(
         float(hv[h] + fv[f]) for hv, fv, (h, f) in zip(head_values, ffn_values, counts, strict=True)
     )
-    return WidthChoice(plan, cost.unit, budget, predicted, before, kept / total if total else 1.0)
+    return WidthChoice(
+        plan,
+        cost.unit,
+        budget,
+        predicted,
+        before,
+        kept / total if total else 1.0,
+        interactions,
+    )
+
+
+def allowed_widths(width: int, round_to: int) -> list[int]:
+    """The FFN widths a layer of `width` neurons may keep: multiples of `round_to`, and all."""
+    return sorted({*range(0, width + 1, round_to), width})
 
 
 def _unit_values(
@@ -378,10 +408,9 @@ class _Options:
 
 
 def _layer_options(
-    head_values: np.ndarray, ffn_values: np.ndarray, cost: CostModel, round_to: int
+    head_values: np.ndarray, ffn_values: np.ndarray, widths: list[int], cost: CostModel
 ) -> _Options:
-    n_heads, n_ffn = len(head_values) - 1, len(ffn_values) - 1
-    widths = sorted({*range(0, n_ffn + 1, round_to), n_ffn})
+    n_heads = len(head_values) - 1
     counts, costs, values = [], [], []
     for h in range(n_heads + 1):
         for f in widths:

@@ -102,11 +102,25 @@ class Scores:
     `in_loss_units`: a head's score and a neuron's both estimate the loss a unit's removal
     costs (taylor, fisher), so a latency target compares them as they are; otherwise (weight
     norms, coefficients) they are in different units, and it puts each kind on its own scale
-    first (compresskit/target.py)."""
+    first (compresskit/target.py).
+
+    `example_gradients` (fisher): the per-example gate gradients the scores were summed from,
+    with which a latency target weighs units removed together, not one by one
+    (compresskit/interactions.py)."""
 
     heads: list[torch.Tensor]
     ffn: list[torch.Tensor]
     in_loss_units: bool = False
+    example_gradients: ExampleGradients | None = None
+
+
+@dataclass(frozen=True)
+class ExampleGradients:
+    """Per layer, ∂loss_n/∂gate of every unit for every example n scored: heads shaped
+    (examples, heads), FFN neurons (examples, width), float32."""
+
+    heads: list[torch.Tensor]
+    ffn: list[torch.Tensor]
 
 
 class Strategy:

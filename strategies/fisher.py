@@ -30,6 +30,7 @@ class FisherStrategy(GateScoringStrategy):
     """Fisher importance: Σ over examples of (∂loss/∂gate)² for each head and FFN neuron."""
 
     per_example = True  # one backward pass per example
+    keeps_example_gradients = True  # a latency target weighs units removed together
 
     @staticmethod
     def contribution(grad: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,13 @@ from torch import nn
 
 from compresskit.arch import ArchAdapter, get_adapter
 from compresskit.errors import CompressKitError, ConfigError
-from compresskit.strategies.base import Scores, Strategy, StrategyConfig, option_help
+from compresskit.strategies.base import (
+    ExampleGradients,
+    Scores,
+    Strategy,
+    StrategyConfig,
+    option_help,
+)
 
 Batch = dict[str, torch.Tensor]
 
@@ -44,11 +50,6 @@ class Gates:
         ]
         ffn = [_gate(adapter.ffn_parts(layer).down, adapter.ffn_width(layer)) for layer in layers]
         return cls(heads, ffn)
-
-    def zeros(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Running sums shaped like the head and FFN gates, in float32 whatever the model's
-        dtype."""
-        return [_zeros_f32(g) for g in self.heads], [_zeros_f32(g) for g in self.ffn]
 
     @contextlib.contextmanager
     def attached(self, adapter: ArchAdapter) -> Iterator[None]:
@@ -163,18 +164,17 @@ class GateScoringConfig(StrategyConfig):
             raise ConfigError(f"max_batches must be a positive integer, got {self.max_batches!r}")
 
 
-def summed_gate_gradients(
+def gate_gradients(
     model: nn.Module,
     batches: Iterable[Batch] | None,
     config: GateScoringConfig,
     strategy: str,
     *,
     per_example: bool,
-    transform: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Σ transform(∂loss/∂gate) over the first `config.max_batches` batches, per batch or,
-    with `per_example`, per example of each batch (one backward pass each); per layer, shapes
-    (heads,) and (width,).
+) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """∂loss/∂gate of every head and FFN gate (per layer, shapes (heads,) and (width,),
+    float32) for each of the first `config.max_batches` batches or, with `per_example`, for
+    each example of them (one backward pass each).
 
     Raises:
         ConfigError: no batches, or a batch for which the model returns no loss.
@@ -186,18 +186,14 @@ def summed_gate_gradients(
         )
     adapter = get_adapter(model)
     gates = Gates.ones(adapter)
-    head_sums, ffn_sums = gates.zeros()
     batches_used = 0
     with scoring_state(model), gates.attached(adapter):
         for batch in itertools.islice(batches, config.max_batches):
             for piece in examples(batch) if per_example else [batch]:
-                heads, ffn = gates.gradients(labelled_loss(model, piece, strategy))
-                for total, grad in zip(head_sums + ffn_sums, heads + ffn, strict=True):
-                    total.add_(transform(grad))
+                yield gates.gradients(labelled_loss(model, piece, strategy))
             batches_used += 1
     if batches_used == 0:
         raise ConfigError(f"{strategy} needs data: the batches given were empty")
-    return head_sums, ffn_sums
 
 
 def examples(batch: Batch) -> Iterator[Batch]:
@@ -220,6 +216,8 @@ class GateScoringStrategy(Strategy):
     Config = GateScoringConfig
     config: GateScoringConfig
     per_example: ClassVar[bool] = False
+    # Hand the per-example gradients to a latency target (Scores.example_gradients).
+    keeps_example_gradients: ClassVar[bool] = False
 
     @staticmethod
     def contribution(grad: torch.Tensor) -> torch.Tensor:
@@ -240,17 +238,29 @@ class GateScoringStrategy(Strategy):
         Raises:
             ConfigError: no batches, or a batch for which the model returns no loss.
         """
-        heads, ffn = summed_gate_gradients(
-            model,
-            batches,
-            self.config,
-            self.name,
-            per_example=self.per_example,
-            transform=self.contribution,
-        )
+        layers = len(get_adapter(model).layers())
+        sums: list[torch.Tensor] = []  # every layer's head gates, then every layer's FFN gates
+        kept: list[list[torch.Tensor]] = []  # the same, per example
+        for heads, ffn in gate_gradients(
+            model, batches, self.config, self.name, per_example=self.per_example
+        ):
+            grads = heads + ffn
+            sums = sums or [torch.zeros_like(g) for g in grads]
+            for total, grad in zip(sums, grads, strict=True):
+                total.add_(self.contribution(grad))
+            if self.keeps_example_gradients:
+                kept.append(grads)
         # Both estimate the loss a unit's removal costs: one unit for heads and neurons.
         return Scores(
-            [self.from_sums(h) for h in heads],
-            [self.from_sums(f) for f in ffn],
+            [self.from_sums(s) for s in sums[:layers]],
+            [self.from_sums(s) for s in sums[layers:]],
             in_loss_units=True,
+            example_gradients=_stacked(kept, layers) if kept else None,
         )
+
+
+def _stacked(kept: list[list[torch.Tensor]], layers: int) -> ExampleGradients:
+    """Per-example gradients (a list per example: heads of every layer, then FFN) as one
+    (examples, units) tensor per layer and kind."""
+    columns = [torch.stack(unit_grads) for unit_grads in zip(*kept, strict=True)]
+    return ExampleGradients(columns[:layers], columns[layers:])
