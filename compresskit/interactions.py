@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from compresskit.latency import CostModel
-from compresskit.plan import removal_order
+from compresskit.plan import PruningPlan, removal_order
 from compresskit.strategies.base import ExampleGradients
 
 Counts = list[tuple[int, int]]  # per layer: (heads kept, FFN neurons kept)
@@ -197,3 +197,15 @@ def lowest_fisher_loss(
         "examples": int(gradients.heads[0].shape[0]) if gradients.heads else 0,
     }
     return counts, record
+
+
+def plan_fisher_loss(plan: PruningPlan, gradients: ExampleGradients) -> float:
+    """ΔL of any plan of the model the gradients were taken on (its units in original
+    indices), e.g. to compare widths chosen otherwise."""
+    s = np.zeros(gradients.heads[0].shape[0] if gradients.heads else 0)
+    for layer, heads, ffn in zip(plan.layers, gradients.heads, gradients.ffn, strict=True):
+        for grads, kept in ((heads, layer.heads_kept), (ffn, layer.ffn_kept)):
+            gone = np.ones(grads.shape[1], dtype=bool)
+            gone[list(kept)] = False
+            s += grads.double().cpu().numpy()[:, gone].sum(1)
+    return 0.5 * float(np.mean(np.square(s)))

@@ -549,7 +549,8 @@ def target_record(
 
 
 def target_summary(record: dict[str, Any]) -> str:
-    """One line: the target, the prediction and the measurement."""
+    """One line: the target, the prediction, the measurement and, when fisher's gradients
+    chose the widths, the loss estimate of the choice against the knapsack's."""
     setting = LatencySetting(**record["setting"])
     kind, value = record["kind"], record["value"]
     asked = Target(kind, value).describe()
@@ -562,5 +563,11 @@ def target_summary(record: dict[str, Any]) -> str:
         line += (
             f", measured {measured['speedup']:.2f}x ({measured['before_ms']:.2f} -> "
             f"{measured['after_ms']:.2f} ms, interleaved medians of {measured['runs']} runs)"
+        )
+    searched = record.get("interactions")
+    if searched:
+        line += (
+            f"; widths by the whole Fisher: loss estimate {searched['fisher_loss_chosen']:.4g} "
+            f"(the knapsack's {searched['fisher_loss_knapsack']:.4g})"
         )
     return line

@@ -80,6 +80,7 @@ def choose(model, scores, cost, ratio: float, round_to: int = 1, in_loss_units: 
         before=before,
         round_to=round_to,
         in_loss_units=in_loss_units,
+        example_gradients=scores.example_gradients,
     )
 
 

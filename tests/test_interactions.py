@@ -1,0 +1,124 @@
+"""Widths chosen with the whole empirical Fisher (compresskit/interactions.py): fisher hands
+the per-example gradients its scores are summed from; the search stays within the budget,
+ends no worse than either start, reports the ΔL its docstring defines, and removes together
+units whose removals cancel, where the diagonal would not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import batch, tiny_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_target import choose, fake_latency
+
+from compresskit.plan import PruningPlan
+from compresskit.registry import get_strategy
+
+# isort: split
+from compresskit.strategies.base import ExampleGradients, Scores
+
+
+def labelled(model, rows: int = 4, seed: int = 1):
+    inputs = batch(model, batch_size=rows, seed=seed)
+    return {**inputs, "labels": torch.arange(rows) % 2}
+
+
+def test_fisher_hands_the_gradients_its_scores_are_summed_from():
+    model = tiny_model("bert", "BertForSequenceClassification", layers=2, heads=4, ffn=24)
+    data = [labelled(model, seed=1), labelled(model, seed=2)]
+    scores = get_strategy("fisher").scores(model, data)
+    grads = scores.example_gradients
+    assert grads is not None
+    for g, s in zip(grads.heads + grads.ffn, scores.heads + scores.ffn, strict=True):
+        assert g.shape == (8, s.numel())  # one row per example of both batches
+        torch.testing.assert_close(g.square().sum(0), s, rtol=1e-5, atol=1e-12)
+    assert get_strategy("taylor").scores(model, data).example_gradients is None
+
+
+def random_scores(model, examples: int, seed: int) -> Scores:
+    """Fisher-like scores (Σ g²) from random per-example gradients, correlated within a
+    layer so that the whole Fisher and its diagonal disagree."""
+    g = torch.Generator().manual_seed(seed)
+    plan = PruningPlan.of_model(model)
+    heads, ffn = [], []
+    for h, f in zip(plan.heads_per_layer, plan.ffn_per_layer, strict=True):
+        shared = torch.randn(examples, 1, generator=g, dtype=torch.float64)
+        heads.append(torch.randn(examples, h, generator=g, dtype=torch.float64) + shared)
+        ffn.append(0.3 * torch.randn(examples, f, generator=g, dtype=torch.float64) - shared / f)
+    return Scores(
+        [x.square().sum(0) for x in heads],
+        [x.square().sum(0) for x in ffn],
+        in_loss_units=True,
+        example_gradients=ExampleGradients(heads, ffn),
+    )
+
+
+def fisher_loss_of(plan: PruningPlan, grads: ExampleGradients) -> float:
+    """½ mean_n (Σ over the units the plan removes of ∂loss_n/∂gate)², from the docstring."""
+    s = 0.0
+    for layer, gh, gf in zip(plan.layers, grads.heads, grads.ffn, strict=True):
+        gone_heads = [u for u in range(gh.shape[1]) if u not in layer.heads_kept]
+        gone_ffn = [u for u in range(gf.shape[1]) if u not in layer.ffn_kept]
+        s = s + gh[:, gone_heads].sum(1) + gf[:, gone_ffn].sum(1)
+    return 0.5 * float(torch.as_tensor(s).square().mean())
+
+
+@given(seed=st.integers(0, 10_000), ratio=st.floats(1.05, 4.0), round_to=st.sampled_from([1, 4]))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_search_stays_within_budget_and_ends_no_worse_than_its_starts(seed, ratio, round_to):
+    model = tiny_model("bert", layers=3, heads=4, ffn=16)
+    scores = random_scores(model, examples=12, seed=seed)
+    cost = fake_latency(model)
+    try:
+        choice = choose(model, scores, cost, ratio, round_to=round_to, in_loss_units=True)
+    except Exception as error:  # a target only a model without heads would meet
+        assert "leaves the model no" in str(error) or "below the cheapest" in str(error)
+        return
+    assert choice.predicted <= choice.budget
+    found = choice.interactions
+    assert found is not None
+    assert found["fisher_loss_chosen"] <= found["fisher_loss_knapsack"] + 1e-12
+    assert found["fisher_loss_chosen"] <= found["fisher_loss_uniform"] + 1e-12
+    assert scores.example_gradients is not None
+    assert found["fisher_loss_chosen"] == pytest.approx(
+        fisher_loss_of(choice.plan, scores.example_gradients), rel=1e-9, abs=1e-15
+    )
+    assert all(f % round_to == 0 or f == 16 for f in choice.plan.ffn_per_layer)
+
+
+def test_units_whose_removals_cancel_go_together_where_the_diagonal_keeps_them():
+    # Layer 0's two heads move the loss of every example by equal and opposite amounts:
+    # each alone is the most important head of the model (largest Σ g²), both together cost
+    # nothing. Layer 1's heads cost a little each. The budget asks for one layer's heads.
+    model = tiny_model("bert", layers=2, heads=2, ffn=8)
+    g = torch.Generator().manual_seed(0)
+    examples = 16
+    opposite = 3 * torch.randn(examples, 1, generator=g, dtype=torch.float64)
+    heads = [
+        torch.cat([opposite, -opposite], 1),
+        0.5 * torch.randn(examples, 2, generator=g, dtype=torch.float64),
+    ]
+    ffn = [10 * torch.randn(examples, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    grads = ExampleGradients(heads, ffn)
+    scores = Scores(
+        [x.square().sum(0) for x in heads], [x.square().sum(0) for x in ffn], True, grads
+    )
+    cost = fake_latency(model)
+    full = cost.fixed + 2 * cost.layer(2, 8)
+    one_layer_without_heads = cost.fixed + cost.layer(2, 8) + cost.layer(0, 8)
+    # The budget: that, with less slack than the cheapest unit (an FFN neuron, 0.01) costs.
+    ratio = full / (one_layer_without_heads + 0.005)
+    diagonal = choose(
+        model, Scores(scores.heads, scores.ffn, True), cost, ratio, in_loss_units=True
+    )
+    assert diagonal.plan.heads_per_layer == [2, 0]  # the diagonal: layer 1's heads are cheap
+    searched = choose(model, scores, cost, ratio, in_loss_units=True)
+    assert searched.plan.heads_per_layer == [0, 2]
+    assert searched.plan.ffn_per_layer == [8, 8]
+    assert searched.interactions is not None
+    assert searched.interactions["fisher_loss_chosen"] == pytest.approx(0.0, abs=1e-20)
+    assert np.isclose(
+        fisher_loss_of(diagonal.plan, grads), searched.interactions["fisher_loss_knapsack"]
+    )
