@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,10 @@ from compresskit.target import model_shape
 logger = logging.getLogger(__name__)
 
 SMALL_VOCAB = 1024
+# A speed-up is timed for at least this long: at batch 1 a round of MiniLM and its pruned
+# model takes ~11 ms, and two 30-round measurements (0.3 s) of the same pair differed by up
+# to 12% (docs/latency-target.md).
+MIN_TIMING_SECONDS = 3.0
 
 
 def measure_latency_model(
@@ -201,6 +207,17 @@ def _from_main_process(make: Callable[[], LatencyModel]) -> LatencyModel:
     return LatencyModel.from_dict(box[0], "the main process's latency model")
 
 
+def _rounds_for(calls: Sequence[Callable[[], None]], warmup: int, seconds: float) -> int:
+    """Run the warm-up rounds (every call once each) and return how many rounds at their
+    pace take `seconds`."""
+    start = time.perf_counter()
+    for _ in range(max(warmup, 1)):
+        for call in calls:
+            call()
+    pace = (time.perf_counter() - start) / max(warmup, 1)
+    return math.ceil(seconds / pace) if pace > 0 else 0
+
+
 def measure_speedup(
     before: Any,
     after: Any,
@@ -209,10 +226,12 @@ def measure_speedup(
     runs: int = 30,
     warmup: int = 3,
     before_setting: LatencySetting | None = None,
+    min_seconds: float = MIN_TIMING_SECONDS,
 ) -> dict[str, Any]:
     """Time the graphs `export_onnx` would deploy for two models (copies, so the models are
     left as they are) in the same interleaved rounds: medians and their ratio. `before` runs
-    as `before_setting` says (default `setting`; e.g. float32 against an int8 result)."""
+    as `before_setting` says (default `setting`; e.g. float32 against an int8 result). At
+    least `runs` rounds, and as many more as take `min_seconds` by the warm-up's pace."""
     medians, seconds = {}, []
     settings = {"before": before_setting or setting, "after": setting}
     with tempfile.TemporaryDirectory(prefix="compresskit-speedup-") as work:
@@ -231,7 +250,8 @@ def measure_speedup(
                 quantize="int8" if setting.int8 else None,
             )
             calls.append(_timed_call(graph, setting, int(model.config.vocab_size)))
-        seconds = interleaved_times(calls, runs, warmup)
+        runs = max(runs, _rounds_for(calls, warmup, min_seconds))
+        seconds = interleaved_times(calls, runs, warmup=0)
     for name, times in zip(("before", "after"), seconds, strict=True):
         medians[name] = 1e3 * statistics.median(times)
     return {

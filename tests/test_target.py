@@ -428,7 +428,7 @@ def test_prune_to_a_speedup_with_a_latency_model_file_measures_the_result(tiny_t
     assert code == 0, output
     report = json.loads((tmp_path / "out" / "report.json").read_text())["target"]
     assert report["predicted_ratio"] >= 1.6 and report["predicted"] <= report["budget"]
-    assert report["measured"]["runs"] == 30 and report["measured"]["after_ms"] > 0
+    assert report["measured"]["runs"] >= 30 and report["measured"]["after_ms"] > 0
     assert "measured" in output and "interleaved medians" in output
 
 
