@@ -5,13 +5,15 @@ units whose removals cancel, where the diagonal would not."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from conftest import batch, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_target import choose, fake_latency
+from test_target import choose, fake_latency, prune_cli
 
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy
@@ -122,3 +124,21 @@ def test_units_whose_removals_cancel_go_together_where_the_diagonal_keeps_them()
     assert np.isclose(
         fisher_loss_of(diagonal.plan, grads), searched.interactions["fisher_loss_knapsack"]
     )
+
+
+def test_fine_tuning_with_fisher_to_a_target_reports_the_search(tiny_task, tmp_path):
+    model, data = tiny_task
+    code, output = prune_cli(
+        *("--strategy", "fisher", "--model", str(model), "--task", "sst2", "--data", str(data)),
+        *("--target-macs", "1.5", "--epochs", "1", "--batch-size", "16", "--max-seq-len", "16"),
+        *("--no-progress", "--output", str(tmp_path / "out")),
+    )
+    assert code == 0, output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    searched = report["target"]["interactions"]
+    assert searched["fisher_loss_chosen"] <= searched["fisher_loss_knapsack"]
+    assert report["macs_ratio"] >= 1.5
+    assert report["target"]["heads_per_layer"] == [
+        layer["heads"] for layer in report["after"]["layers"]
+    ]
+    assert "widths by the whole Fisher: loss estimate" in output
