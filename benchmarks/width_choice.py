@@ -29,6 +29,7 @@ import argparse
 import copy
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +94,16 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.settings.split(","):
         name, target = item.split(":")
         options = target_options(args, name, float(target))
+        speedup_of = speedup_predictor(model, options)
         plans = {
             "diagonal": plan_for_target(model, diagonal_scores, options).plan,
             "whole Fisher": plan_for_target(model, scores, options).plan,
-            "uniform": uniform_plan(model, scores, options),
+            "uniform": uniform_plan(model, scores, float(target), speedup_of),
         }
         for choice, plan in plans.items():
             rows.append(
                 {"setting": name, "target": float(target), "choice": choice}
-                | {"predicted_speedup": predicted_speedup(model, plan, options)}
+                | {"predicted_speedup": speedup_of(plan)}
                 | {"fisher_loss": plan_fisher_loss(plan, scores.example_gradients)}
                 | evaluate(model, plan, held, dev)
                 | {"heads_per_layer": plan.heads_per_layer, "ffn_per_layer": plan.ffn_per_layer}
@@ -191,21 +193,17 @@ def target_options(args: argparse.Namespace, name: str, speedup: float) -> Any:
     return TargetOptions(Target("speedup", speedup), setting, verify=False)
 
 
-def latency_models(model: Any, options: Any) -> tuple[Any, float]:
-    """The setting's latency model and the float32 model's predicted milliseconds."""
+def speedup_predictor(model: Any, options: Any) -> Callable[[Any], float]:
+    """plan -> its predicted speed-up over the float32 model, on the setting's latency model
+    (both models read once)."""
     from compresskit.exporters.latency import latency_model_for
 
-    model_of_setting = latency_model_for(model, options.setting)
+    latency = latency_model_for(model, options.setting)
     baseline = latency_model_for(model, options.setting.in_float32()).dense()
-    return model_of_setting, baseline
+    return lambda plan: baseline / latency.predict(plan.heads_per_layer, plan.ffn_per_layer)
 
 
-def predicted_speedup(model: Any, plan: Any, options: Any) -> float:
-    latency, baseline = latency_models(model, options)
-    return baseline / latency.predict(plan.heads_per_layer, plan.ffn_per_layer)
-
-
-def uniform_plan(model: Any, scores: Any, options: Any) -> Any:
+def uniform_plan(model: Any, scores: Any, target: float, speedup_of: Callable[[Any], float]) -> Any:
     """The smallest fraction removed (bisection) whose uniform plan meets the target."""
     from compresskit.registry import get_strategy
 
@@ -219,7 +217,7 @@ def uniform_plan(model: Any, scores: Any, options: Any) -> Any:
     low, high = 0.0, 1 - 1 / heads  # at most: one head left in every layer
     for _ in range(30):
         middle = (low + high) / 2
-        if predicted_speedup(model, plan(middle), options) < options.target.value:
+        if speedup_of(plan(middle)) < target:
             low = middle
         else:
             high = middle

@@ -147,8 +147,6 @@ def _timed_call(graph: Path, setting: LatencySetting, vocab: int) -> Callable[[]
 
 def _rounds(call: Callable[[], None]) -> int:
     """Timed rounds: about 2 s of the dense layer's graph, at least 10, at most 60."""
-    import time
-
     call()
     start = time.perf_counter()
     call()
