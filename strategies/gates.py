@@ -239,6 +239,9 @@ class GateScoringStrategy(Strategy):
             ConfigError: no batches, or a batch for which the model returns no loss.
         """
         layers = len(get_adapter(model).layers())
+        if self.keeps_example_gradients and batches is not None:
+            # Read again below, to measure whole-layer removals on the same examples.
+            batches = list(itertools.islice(batches, self.config.max_batches))
         sums: list[torch.Tensor] = []  # every layer's head gates, then every layer's FFN gates
         kept: list[list[torch.Tensor]] = []  # the same, per example
         for heads, ffn in gate_gradients(
@@ -250,17 +253,54 @@ class GateScoringStrategy(Strategy):
                 total.add_(self.contribution(grad))
             if self.keeps_example_gradients:
                 kept.append(grads)
+        example_gradients = None
+        if kept:
+            assert batches is not None  # gate_gradients raised otherwise
+            removals = layer_removal_losses(model, batches, self.name)
+            example_gradients = _stacked(kept, layers, removals)
         # Both estimate the loss a unit's removal costs: one unit for heads and neurons.
         return Scores(
             [self.from_sums(s) for s in sums[:layers]],
             [self.from_sums(s) for s in sums[layers:]],
             in_loss_units=True,
-            example_gradients=_stacked(kept, layers) if kept else None,
+            example_gradients=example_gradients,
         )
 
 
-def _stacked(kept: list[list[torch.Tensor]], layers: int) -> ExampleGradients:
+def layer_removal_losses(model: nn.Module, batches: Iterable[Batch], strategy: str) -> list[float]:
+    """Per layer, the mean loss over the examples of `batches` added by gating off all of its
+    heads, then the same for all of its FFN neurons (a layer with no such units: 0), one
+    forward pass per batch each, and one with every gate open."""
+    adapter = get_adapter(model)
+    gates = Gates.ones(adapter)
+    batches = list(batches)
+    with scoring_state(model), gates.attached(adapter), torch.no_grad():
+
+        def mean_loss() -> float:
+            # Weighted by rows: a classifier's loss is the mean over its batch's examples.
+            rows = [int(batch["input_ids"].shape[0]) for batch in batches]
+            losses = [float(labelled_loss(model, batch, strategy)) for batch in batches]
+            return sum(n * loss for n, loss in zip(rows, losses, strict=True)) / sum(rows)
+
+        everything = mean_loss()
+        added = []
+        for gate in gates.heads + gates.ffn:
+            if not gate.numel():
+                added.append(0.0)
+                continue
+            gate.zero_()
+            added.append(mean_loss() - everything)
+            gate.fill_(1.0)
+    return added
+
+
+def _stacked(
+    kept: list[list[torch.Tensor]], layers: int, removal_losses: list[float]
+) -> ExampleGradients:
     """Per-example gradients (a list per example: heads of every layer, then FFN) as one
-    (examples, units) tensor per layer and kind."""
+    (examples, units) tensor per layer and kind, with the measured whole-layer removals
+    (`layer_removal_losses`, in the same order)."""
     columns = [torch.stack(unit_grads) for unit_grads in zip(*kept, strict=True)]
-    return ExampleGradients(columns[:layers], columns[layers:])
+    return ExampleGradients(
+        columns[:layers], columns[layers:], removal_losses[:layers], removal_losses[layers:]
+    )
