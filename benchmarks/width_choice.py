@@ -1,15 +1,16 @@
 """Which widths lose least, before any retraining: the diagonal Fisher's knapsack, the search
-over the whole empirical Fisher, or uniform ratios, at the same predicted speed-up?
+over the whole empirical Fisher, or ratios, at the same predicted speed-up?
 
 A fine-tuned classifier (the latency_target benchmark's teacher) is scored by `fisher` on the
 batches the training pipeline scores with (the first 8 batches of 32 of its training subset,
-in file order); for each setting and target, three plans are made:
+in file order); for each setting and target, four plans are made:
 
 - `diagonal`: the knapsack over layers on the units' Fisher scores (Σ over examples of g²);
 - `whole Fisher`: compresskit's choice, the search of compresskit/interactions.py;
-- `uniform`: one heads ratio in every layer and the same FFN ratio ranked across layers (the
-  latency_target benchmark's uniform runs), the largest whose predicted speed-up meets the
-  target.
+- `uniform`: one ratio of the heads and of the FFN neurons removed in every layer;
+- `ratios`: one heads ratio in every layer and the same FFN ratio ranked across layers
+  (compresskit's default scopes);
+  each the largest ratio whose predicted speed-up meets the target.
 
 Each plan prunes a copy of the model, which is scored on 1,024 training examples outside the
 teacher's subset (held out from all of the above) and on the dev set, with no retraining. The
@@ -98,7 +99,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         plans = {
             "diagonal": plan_for_target(model, diagonal_scores, options).plan,
             "whole Fisher": plan_for_target(model, scores, options).plan,
-            "uniform": uniform_plan(model, scores, float(target), speedup_of),
+            "uniform": ratio_plan(model, scores, float(target), speedup_of, "layer"),
+            "ratios": ratio_plan(model, scores, float(target), speedup_of, "global"),
         }
         for choice, plan in plans.items():
             rows.append(
@@ -208,13 +210,17 @@ def speedup_predictor(model: Any, options: Any) -> Callable[[Any], float]:
     return lambda plan: baseline / latency.predict(plan.heads_per_layer, plan.ffn_per_layer)
 
 
-def uniform_plan(model: Any, scores: Any, target: float, speedup_of: Callable[[Any], float]) -> Any:
-    """The smallest fraction removed (bisection) whose uniform plan meets the target."""
+def ratio_plan(
+    model: Any, scores: Any, target: float, speedup_of: Callable[[Any], float], ffn_scope: str
+) -> Any:
+    """The smallest fraction removed (bisection) whose ratio plan meets the target: that
+    fraction of every layer's heads and of the FFN neurons, ranked within each layer
+    (`uniform`) or across layers (`ratios`, the CLI's default)."""
     from compresskit.registry import get_strategy
 
     def plan(fraction: float) -> Any:
         strategy = get_strategy(
-            "fisher", heads_ratio=fraction, ffn_ratio=fraction, ffn_scope="global"
+            "fisher", heads_ratio=fraction, ffn_ratio=fraction, ffn_scope=ffn_scope
         )
         return strategy.plan_from_scores(model, scores)
 
