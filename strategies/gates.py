@@ -22,6 +22,7 @@ from torch import nn
 
 from compresskit.arch import ArchAdapter, get_adapter
 from compresskit.errors import CompressKitError, ConfigError
+from compresskit.plan import PruningPlan
 from compresskit.strategies.base import (
     ExampleGradients,
     Scores,
@@ -238,8 +239,20 @@ class GateScoringStrategy(Strategy):
         Raises:
             ConfigError: no batches, or a batch for which the model returns no loss.
         """
+        return self._scores(model, batches, for_a_target=self.keeps_example_gradients)
+
+    def plan(self, model: nn.Module, batches: Iterable[Batch] | None = None) -> PruningPlan:
+        """Score `model` and keep the best heads and neurons at the configured ratios (which
+        need the summed scores only: no per-example gradients kept, no removals measured)."""
+        return self.plan_from_scores(model, self._scores(model, batches, for_a_target=False))
+
+    def _scores(
+        self, model: nn.Module, batches: Iterable[Batch] | None, *, for_a_target: bool
+    ) -> Scores:
+        """The scores, and with `for_a_target` the per-example gradients and measured
+        whole-layer removals a latency target's search weighs (`Scores.example_gradients`)."""
         layers = len(get_adapter(model).layers())
-        if self.keeps_example_gradients and batches is not None:
+        if for_a_target and batches is not None:
             # Read again below, to measure whole-layer removals on the same examples.
             batches = list(itertools.islice(batches, self.config.max_batches))
         sums: list[torch.Tensor] = []  # every layer's head gates, then every layer's FFN gates
@@ -251,7 +264,7 @@ class GateScoringStrategy(Strategy):
             sums = sums or [torch.zeros_like(g) for g in grads]
             for total, grad in zip(sums, grads, strict=True):
                 total.add_(self.contribution(grad))
-            if self.keeps_example_gradients:
+            if for_a_target:
                 kept.append(grads)
         example_gradients = None
         if kept:

@@ -67,6 +67,21 @@ def test_fisher_measures_each_layers_whole_removals_as_the_pruned_model_computes
             assert measured == pytest.approx(mean_loss(pruned) - mean_loss(model), abs=1e-5)
 
 
+def test_fisher_plans_at_ratios_without_keeping_or_measuring_what_only_a_target_weighs(
+    monkeypatch,
+):
+    model = tiny_model("bert", "BertForSequenceClassification", layers=2, heads=4, ffn=24)
+    data = [labelled(model, seed=1), labelled(model, seed=2)]
+    strategy = get_strategy("fisher", heads_ratio=0.5, ffn_ratio=0.5)
+    expected = strategy.plan_from_scores(model, strategy.scores(model, data))
+
+    def not_needed(*args, **kwargs):
+        raise AssertionError("measured removals for a plan at ratios")
+
+    monkeypatch.setattr("compresskit.strategies.gates.layer_removal_losses", not_needed)
+    assert strategy.plan(model, iter(data)) == expected
+
+
 def random_scores(model, examples: int, seed: int, measured: bool = False) -> Scores:
     """Fisher-like scores (Σ g²) from random per-example gradients, correlated within a
     layer so that the whole Fisher and its diagonal disagree; with `measured`, random
