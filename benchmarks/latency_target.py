@@ -431,9 +431,19 @@ def figure(result: dict[str, Any], path: Path) -> None:
         for r in result["runs"].values()
         if r["kind"] not in ("speed", "refused") and r["accuracy"]
     ]
-    panels = 2 if accuracy else 1
+    panels = bool(speed) + bool(accuracy) or 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
-    ax = axes[0][0]
+    if speed or not accuracy:
+        plot_speed(axes[0][0], speed)
+    if accuracy:
+        plot_accuracy(axes[0][-1], accuracy)
+    fig.suptitle(f"Latency targets: {Path(result['teacher']).name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_speed(ax: Any, speed: list[dict[str, Any]]) -> None:
     for setting in sorted({r["setting"] for r in speed}):
         rows = [r for r in speed if r["setting"] == setting]
         ax.plot(
@@ -447,31 +457,24 @@ def figure(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("measured speed-up (ONNX Runtime)")
     ax.set_title("Measured against target")
     ax.legend(fontsize=8)
-    if accuracy:
-        ax = axes[0][1]
-        markers = {"distilled": "o", "plain": "s", "uniform": "^", "ratios": "v"}
-        for strategy, kind in sorted(
-            {(r.get("strategy", "magnitude"), r["kind"]) for r in accuracy}
-        ):
-            rows = [
-                r
-                for r in accuracy
-                if r["kind"] == kind and r.get("strategy", "magnitude") == strategy
-            ]
-            ax.plot(
-                [best_speedup(r) for r in rows],
-                [100 * r["accuracy"] for r in rows],
-                markers.get(kind, "x"),
-                label=f"{kind}, {strategy}",
-            )
-        ax.set_xlabel("measured speed-up (re-timed where it was)")
-        ax.set_ylabel("SST-2 dev accuracy (%)")
-        ax.set_title("Accuracy against speed")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Latency targets: {Path(result['teacher']).name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+
+def plot_accuracy(ax: Any, accuracy: list[dict[str, Any]]) -> None:
+    markers = {"distilled": "o", "plain": "s", "uniform": "^", "ratios": "v"}
+    for strategy, kind in sorted({(r.get("strategy", "magnitude"), r["kind"]) for r in accuracy}):
+        rows = [
+            r for r in accuracy if r["kind"] == kind and r.get("strategy", "magnitude") == strategy
+        ]
+        ax.plot(
+            [best_speedup(r) for r in rows],
+            [100 * r["accuracy"] for r in rows],
+            markers.get(kind, "x"),
+            label=f"{kind}, {strategy}",
+        )
+    ax.set_xlabel("measured speed-up (re-timed where it was)")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title("Accuracy against speed")
+    ax.legend(fontsize=8)
 
 
 def best_speedup(run: dict[str, Any]) -> float | None:
