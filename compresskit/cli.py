@@ -349,6 +349,12 @@ class _PruneCommand(click.Command):
     "--target-macs", type=float, help="Like --target-speedup: this many times fewer encoder MACs."
 )
 @click.option(
+    "--target-shape",
+    type=click.Choice(["layers", "ratios"]),
+    help="layers: every layer's widths chosen for the target; ratios: one heads ratio and one "
+    "FFN ratio (--heads-scope, --ffn-scope), the smallest that meets it [layers].",
+)
+@click.option(
     "--runtime",
     type=click.Choice(["ort"]),
     help="Runtime the target is for [ort: ONNX Runtime CPU].",

@@ -85,7 +85,7 @@ def run_prune(job: PruneJob) -> PruneReport:
     `compresskit.json` (plan and strategy) and `report.json` (params and MACs)."""
     strategy = get_strategy_class(job.strategy)(**job.options)  # validates before any work
     if job.target is not None:
-        check_target_options(job.options)
+        check_target_options(job.options, job.target)
     if strategy.kind != "one-shot" or strategy.needs_data:
         raise ConfigError(
             f"strategy {job.strategy!r} "
@@ -107,7 +107,11 @@ def run_prune(job: PruneJob) -> PruneReport:
             else:
                 scores = strategy.scores(model)
                 choice = plan_for_target(
-                    model, scores, job.target, round_to=job.options.get("round_to")
+                    model,
+                    scores,
+                    job.target,
+                    round_to=job.options.get("round_to"),
+                    scopes=(strategy.config.heads_scope, strategy.config.ffn_scope),
                 )
                 plan = choice.plan
         given = copy.deepcopy(model) if job.target is not None and job.target.timed else None

@@ -48,11 +48,12 @@ from compresskit.arch import get_adapter
 from compresskit.errors import ConfigError, PlanError
 from compresskit.interactions import lowest_fisher_loss
 from compresskit.latency import CostModel, LatencySetting, MacsModel, ModelShape
-from compresskit.plan import LayerPlan, PruningPlan, top_positions
+from compresskit.plan import LayerPlan, PruningPlan, Scope, plan_from_scores, top_positions
 from compresskit.strategies.base import ExampleGradients, Scores
 
 BINS = 4000
 FAST_WIDTH_MULTIPLE = 16
+RATIO_STEPS = 40  # bisection steps of a ratio-shaped target: 2^-40, below any unit
 KINDS = ("speedup", "latency_ms", "macs")
 
 
@@ -117,6 +118,15 @@ class TargetOptions:
     setting: LatencySetting = field(default_factory=LatencySetting)
     latency_model: str | None = None
     verify: bool = True
+    # "layers": every layer's widths chosen for the budget; "ratios": one heads ratio and one
+    # FFN ratio (the strategy's scopes), the smallest that meets it (`ratio_widths`).
+    shape: str = "layers"
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ConfigError(
+                f"target shape must be one of {', '.join(SHAPES)}, got {self.shape!r}"
+            )
 
     @property
     def timed(self) -> bool:
@@ -130,14 +140,17 @@ class TargetOptions:
             "value": self.target.value,
             "setting": asdict(self.setting),
             "latency_model": self.latency_model,
+            "shape": self.shape,
         }
 
 
+SHAPES = ("layers", "ratios")
 # The options of `compresskit prune` that describe a target and its deployment.
 TARGET_FLAGS = (
     "target_speedup",
     "target_latency",
     "target_macs",
+    "target_shape",
     "runtime",
     "threads",
     "batch",
@@ -176,6 +189,7 @@ def target_from_flags(flags: dict[str, Any], seq_len: int) -> TargetOptions | No
         setting,
         None if model_file is None else str(model_file),
         bool(flags.get("verify", True)),
+        flags.get("target_shape", "layers"),
     )
 
 
@@ -219,12 +233,18 @@ class WidthChoice:
 
 
 def plan_for_target(
-    model: nn.Module, scores: Scores, options: TargetOptions, *, round_to: int | None = None
+    model: nn.Module,
+    scores: Scores,
+    options: TargetOptions,
+    *,
+    round_to: int | None = None,
+    scopes: tuple[Scope, Scope] = ("layer", "global"),
 ) -> WidthChoice:
-    """The widths of `model` that keep the most of `scores` (a strategy's) within the target.
-    A latency target measures the latency model on this machine first (minutes; cached per
-    machine and setting), unless `options.latency_model` names one. FFN widths are multiples
-    of `round_to` (default FAST_WIDTH_MULTIPLE)."""
+    """The widths of `model` that keep the most of `scores` (a strategy's) within the target,
+    or with `options.shape == "ratios"` the smallest ratios that meet it (ranked within
+    `scopes`: heads, FFN). A latency target measures the latency model on this machine first
+    (minutes; cached per machine and setting), unless `options.latency_model` names one. FFN
+    widths are multiples of `round_to` (default FAST_WIDTH_MULTIPLE)."""
     current = PruningPlan.of_model(model)
     if options.target.measures_latency:
         from compresskit.exporters.latency import latency_model_for
@@ -238,6 +258,11 @@ def plan_for_target(
     else:
         cost = baseline = macs_model(model, options.setting.seq_len)
     before = _predict(baseline, current)
+    round_to = FAST_WIDTH_MULTIPLE if round_to is None else round_to
+    if options.shape == "ratios":
+        return ratio_widths(
+            model, scores, cost, options.target.budget(before), before, round_to, scopes
+        )
     return choose_widths(
         model,
         scores.heads,
@@ -245,7 +270,7 @@ def plan_for_target(
         cost,
         options.target.budget(before),
         before=before,
-        round_to=FAST_WIDTH_MULTIPLE if round_to is None else round_to,
+        round_to=round_to,
         in_loss_units=scores.in_loss_units,
         example_gradients=scores.example_gradients,
     )
@@ -306,8 +331,88 @@ def choose_widths(
             counts, interactions = lowest_fisher_loss(
                 counts, example_gradients, head_scores, ffn_scores, widths, cost, budget
             )
+    return _width_choice(
+        model, head_scores, ffn_scores, counts, cost, budget, before, in_loss_units, interactions
+    )
+
+
+def ratio_widths(
+    model: nn.Module,
+    scores: Scores,
+    cost: CostModel,
+    budget: float,
+    before: float,
+    round_to: int,
+    scopes: tuple[Scope, Scope],
+) -> WidthChoice:
+    """One ratio r of the heads and of the FFN neurons removed, ranked within `scopes` (heads,
+    FFN) as `--heads-ratio r --ffn-ratio r` would rank them, FFN widths multiples of
+    `round_to`: the smallest r whose plan the cost model puts within `budget`, by bisection
+    (the predicted cost does not rise as r does)."""
+
+    def counts(ratio: float) -> list[tuple[int, int]] | None:
+        try:
+            plan = plan_from_scores(
+                model,
+                scores.heads,
+                scores.ffn,
+                heads_ratio=ratio,
+                ffn_ratio=ratio,
+                heads_scope=scopes[0],
+                ffn_scope=scopes[1],
+                round_to=round_to,
+            )
+        except PlanError:  # the ratio removes every head, or every FFN neuron
+            return None
+        return list(zip(plan.heads_per_layer, plan.ffn_per_layer, strict=True))
+
+    def cost_of(ratio: float) -> float:
+        kept = counts(ratio)
+        return math.inf if kept is None else cost.fixed + sum(cost.layer(h, f) for h, f in kept)
+
+    # The largest ratio that keeps a head and an FFN neuron (every smaller one does too).
+    low, high = 0.0, 1.0
+    for _ in range(RATIO_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if counts(middle) is not None else (low, middle)
+    largest = low
+    if cost_of(largest) > budget:
+        raise ConfigError(
+            f"a budget of {_amount(budget, cost.unit)} is below what one ratio in every layer "
+            f"can reach while keeping an attention head and an FFN neuron "
+            f"({_amount(cost_of(largest), cost.unit)}): choose a smaller target"
+        )
+    low, high = 0.0, largest
+    if cost_of(low) <= budget:
+        high = low
+    while high - low > 2.0**-RATIO_STEPS:
+        middle = (low + high) / 2
+        low, high = (low, middle) if cost_of(middle) <= budget else (middle, high)
+    chosen = counts(high)
+    assert chosen is not None  # high <= largest
+    return _width_choice(
+        model, scores.heads, scores.ffn, chosen, cost, budget, before, scores.in_loss_units
+    )
+
+
+def _width_choice(
+    model: nn.Module,
+    head_scores: list[torch.Tensor],
+    ffn_scores: list[torch.Tensor],
+    counts: list[tuple[int, int]],
+    cost: CostModel,
+    budget: float,
+    before: float,
+    in_loss_units: bool,
+    interactions: dict[str, Any] | None = None,
+) -> WidthChoice:
+    """The plan that keeps each layer's best `counts` (heads, FFN neurons) by score, with
+    what the cost model predicts for it and the share of the importance it keeps; widths
+    with no head or no FFN neuron left anywhere are refused."""
+    head_values, ffn_values = _unit_values(model, head_scores, ffn_scores, in_loss_units)
     _check_something_kept(counts, head_values, ffn_values, budget, cost.unit)
     layers = []
+    current = PruningPlan.of_model(model)
     for lp, hs, fs, (h, f) in zip(current.layers, head_scores, ffn_scores, counts, strict=True):
         heads = tuple(lp.heads_kept[p] for p in top_positions(hs, h))
         ffn = tuple(lp.ffn_kept[p] for p in top_positions(fs, f))
@@ -515,14 +620,17 @@ def macs_model(model: nn.Module, seq_len: int) -> MacsModel:
     return MacsModel(model_shape(model), seq_len)
 
 
-def check_target_options(options: dict[str, Any]) -> None:
-    """A target chooses every width: ratios given beside it would be ignored, so refuse them."""
-    given = [
-        name for name in ("heads_ratio", "ffn_ratio", "heads_scope", "ffn_scope") if name in options
-    ]
+def check_target_options(options: dict[str, Any], target: TargetOptions) -> None:
+    """A target chooses the widths: ratios given beside it would be ignored, so refuse them,
+    and the scopes too unless the target's shape is ratios (which ranks within them)."""
+    ignored: tuple[str, ...] = ("heads_ratio", "ffn_ratio")
+    if target.shape != "ratios":
+        ignored += ("heads_scope", "ffn_scope")
+    given = [name for name in ignored if name in options]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ConfigError(f"a target chooses the widths of every layer: drop {flags}")
+        chooses = "one ratio" if target.shape == "ratios" else "the widths of every layer"
+        raise ConfigError(f"a target chooses {chooses}: drop {flags}")
 
 
 def target_record(

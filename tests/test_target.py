@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import compresskit
 from compresskit.cli import cli
-from compresskit.errors import ConfigError
+from compresskit.errors import ConfigError, PlanError
 from compresskit.latency import (
     LatencyModel,
     LatencyModelError,
@@ -37,6 +37,7 @@ from compresskit.target import (
     choose_widths,
     model_shape,
     plan_for_target,
+    ratio_widths,
     target_from_flags,
 )
 
@@ -132,7 +133,11 @@ def test_the_choice_is_the_best_within_the_budget_by_brute_force(data):
     cost = fake_latency(model)
     ratio = data.draw(st.floats(1.0, 2.5))
     in_loss_units = data.draw(st.booleans())
-    choice = choose(model, scores, cost, ratio, round_to=4, in_loss_units=in_loss_units)
+    try:
+        choice = choose(model, scores, cost, ratio, round_to=4, in_loss_units=in_loss_units)
+    except ConfigError as error:  # the best widths keep no head: refused by design
+        assert "leaves the model no attention head" in str(error)
+        return
     counts = list(zip(choice.plan.heads_per_layer, choice.plan.ffn_per_layer, strict=True))
     assert choice.predicted <= choice.budget + 1e-9
     assert choice.predicted == pytest.approx(cost.fixed + sum(cost.layer(h, f) for h, f in counts))
@@ -234,9 +239,57 @@ def test_target_plans_prune_exactly_for_every_architecture_and_strategy(
         data = [{**inputs, "labels": torch.arange(inputs["input_ids"].shape[0]) % 2}]
     scores = strategy.scores(model, data)
     for cost in (fake_latency(model), MacsModel(model_shape(model), 16)):
-        choice = choose(model, scores, cost, 2.0)
-        assert choice.predicted <= choice.budget
-        assert_pruned_equals_masked(model, choice.plan, batch(model), atol=1e-9)
+        for choice in (choose(model, scores, cost, 2.0), choose_ratios(model, scores, cost, 2.0)):
+            assert choice.predicted <= choice.budget
+            assert_pruned_equals_masked(model, choice.plan, batch(model), atol=1e-9)
+
+
+def choose_ratios(model, scores, cost, ratio: float, scopes=("layer", "global"), round_to=1):
+    """The ratio-shaped choice for `ratio` times less than the model's cost now."""
+    plan = PruningPlan.of_model(model)
+    before = cost.fixed + sum(
+        cost.layer(h, f) for h, f in zip(plan.heads_per_layer, plan.ffn_per_layer, strict=True)
+    )
+    return ratio_widths(model, scores, cost, before / ratio, before, round_to, scopes)
+
+
+@pytest.mark.parametrize("scopes", [("layer", "global"), ("layer", "layer"), ("global", "global")])
+@pytest.mark.parametrize("ratio", [1.3, 1.8])
+def test_a_ratio_shaped_target_is_the_smallest_ratio_that_fits(scopes, ratio):
+    model = tiny_model("bert", layers=3, heads=4, ffn=40)
+    scores = get_strategy("magnitude").scores(model)
+    cost = fake_latency(model)
+    with pytest.raises(ConfigError, match="below what one ratio in every layer can reach"):
+        choose_ratios(model, scores, cost, 10.0, scopes, round_to=4)
+    choice = choose_ratios(model, scores, cost, ratio, scopes, round_to=4)
+    assert choice.predicted <= choice.budget
+
+    def widths(r: float) -> tuple[list[int], list[int]] | None:
+        """The widths --heads-ratio r --ffn-ratio r gives, or None where r removes every head
+        or every FFN neuron (refused)."""
+        strategy = get_strategy(
+            "magnitude",
+            heads_ratio=r,
+            ffn_ratio=r,
+            heads_scope=scopes[0],
+            ffn_scope=scopes[1],
+            round_to=4,
+        )
+        try:
+            plan = strategy.plan_from_scores(model, scores)
+        except PlanError:
+            return None
+        return plan.heads_per_layer, plan.ffn_per_layer
+
+    def predicted(kept: tuple[list[int], list[int]]) -> float:
+        return cost.fixed + sum(cost.layer(h, f) for h, f in zip(*kept, strict=True))
+
+    # The widths of some ratio r, and every smaller ratio's widths miss the budget.
+    chosen = (choice.plan.heads_per_layer, choice.plan.ffn_per_layer)
+    found = [r for r in np.linspace(0, 0.999, 1000) if widths(r) == chosen]
+    assert found
+    smaller = [widths(r) for r in np.linspace(0, found[0], 50)[:-1]]
+    assert all(w is not None and predicted(w) > choice.budget for w in smaller)
 
 
 def test_an_already_pruned_model_is_sped_up_from_where_it_is():
@@ -350,8 +403,17 @@ def test_bad_target_options_are_one_line(flags, message):
 
 
 def test_ratios_beside_a_target_are_refused():
+    target = TargetOptions(Target("macs", 2.0))
     with pytest.raises(ConfigError, match="drop --heads-ratio, --ffn-ratio"):
-        check_target_options({"heads_ratio": 0.3, "ffn_ratio": 0.4, "seed": 1})
+        check_target_options({"heads_ratio": 0.3, "ffn_ratio": 0.4, "seed": 1}, target)
+    with pytest.raises(ConfigError, match="every layer: drop --ffn-scope"):
+        check_target_options({"ffn_scope": "layer"}, target)
+    ratios = TargetOptions(Target("macs", 2.0), shape="ratios")
+    check_target_options({"ffn_scope": "layer", "heads_scope": "global"}, ratios)
+    with pytest.raises(ConfigError, match="one ratio: drop --heads-ratio"):
+        check_target_options({"heads_ratio": 0.3}, ratios)
+    with pytest.raises(ConfigError, match="target shape must be one of layers, ratios"):
+        TargetOptions(Target("macs", 2.0), shape="uniform")
 
 
 def test_target_flags_default_to_the_cores_available_and_batch_one():
@@ -397,6 +459,21 @@ def test_the_measured_grid_has_its_shape(tmp_path):
 def prune_cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["prune", *args])
     return result.exit_code, result.output
+
+
+def test_prune_to_a_target_with_one_ratio_in_every_layer(tiny_task, tmp_path):
+    model, _ = tiny_task
+    code, output = prune_cli(
+        *("--strategy", "magnitude", "--model", str(model), "--target-macs", "2"),
+        *("--target-shape", "ratios", "--ffn-scope", "layer", "--round-to", "1"),
+        *("--output", str(tmp_path / "out"), "--seq-len", "16"),
+    )
+    assert code == 0, output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["macs_ratio"] >= 2.0 and report["target"]["shape"] == "ratios"
+    layers = report["after"]["layers"]
+    assert len({layer["heads"] for layer in layers}) == 1
+    assert len({layer["ffn_width"] for layer in layers}) == 1
 
 
 def test_prune_to_a_macs_target_reports_the_choice(tiny_task, tmp_path):

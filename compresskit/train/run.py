@@ -428,7 +428,7 @@ def _build_strategy(job: TrainJob) -> Strategy | None:
             )
         return None
     if job.target is not None:
-        check_target_options(job.options)
+        check_target_options(job.options, job.target)
     strategy_class = get_strategy_class(job.strategy)
     if job.kind.pretraining:
         return strategy_class(**{**strategy_class.pretraining_defaults, **job.options})
@@ -587,7 +587,13 @@ def _choose(
 def _for_target(job: TrainJob, strategy: Strategy, model: Any, scores: Scores) -> WidthChoice:
     """The widths chosen for the job's target from the strategy's scores (not its ratios)."""
     assert job.target is not None
-    return plan_for_target(model, scores, job.target, round_to=job.options.get("round_to"))
+    return plan_for_target(
+        model,
+        scores,
+        job.target,
+        round_to=job.options.get("round_to"),
+        scopes=(strategy.config.heads_scope, strategy.config.ffn_scope),
+    )
 
 
 def _copy_to_time(job: TrainJob, model: Any, width: WidthChoice | None) -> Any:
