@@ -29,7 +29,6 @@ Writes latency_target.json, .md and .png to --output (bench-out/latency_target).
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import os
@@ -197,9 +196,7 @@ def accuracy_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str
                     # magnitude's runs keep the names they had before --strategies existed
                     scored = "" if strategy == "magnitude" else f"-{strategy}"
                     name = f"accuracy-{setting}-{target:g}x-{variant}{scored}-seed{seed}"
-                    options = functools.partial(
-                        variant_options, args, base, variant, setting, target, teacher
-                    )
+                    options = variant_options(args, base, variant, setting, target)
                     report = once(args, name, options)
                     if report is not None and report.get("target") is None:
                         report["target"] = timed_against(args, setting, teacher, name)
@@ -223,22 +220,16 @@ def variant_options(
     variant: str,
     setting: str,
     target: float,
-    teacher: Path,
 ) -> list[str]:
-    """`base` and the flags of one accuracy variant: the target, distilled or not, or ratios
-    at the target's predicted latency (worked out only when the run is to be done): the same
-    in every layer (`uniform`), or with FFN neurons ranked across layers (`ratios`, the
-    CLI's default scopes)."""
-    if variant in ("uniform", "ratios"):
-        ratios = uniform_ratios(args, setting, target, teacher)
-        scopes = [
-            "--heads-scope",
-            "layer",
-            "--ffn-scope",
-            "layer" if variant == "uniform" else "global",
-        ]
-        return [*base, *ratios, *scopes, "--distill"]
+    """`base` and the flags of one accuracy variant: the target, distilled or not, or the
+    target with one ratio (`--target-shape ratios`), the same in every layer (`uniform`) or
+    with FFN neurons ranked across layers (`ratios`, the CLI's default scopes). Session 11's
+    saved runs bisected that ratio here instead, predicting its FFN widths as uniform."""
     aimed = ["--target-speedup", f"{target:g}", *deployment(args, setting)]
+    if variant in ("uniform", "ratios"):
+        ffn_scope = "layer" if variant == "uniform" else "global"
+        shape = ["--target-shape", "ratios", "--heads-scope", "layer", "--ffn-scope", ffn_scope]
+        return [*base, *aimed, *shape, "--distill"]
     return [*base, *aimed, "--distill" if variant == "distilled" else "--no-distill"]
 
 
@@ -280,33 +271,6 @@ def retime(
         measured = timed_against(args, setting, teacher, name)["measured"]
         retimed.append(measured | {"load_before": os.getloadavg()[0]})
         (args.output / f"{name}.json").write_text(json.dumps(report, indent=1))
-
-
-def uniform_ratios(
-    args: argparse.Namespace, setting: str, target: float, teacher: Path
-) -> list[str]:
-    """--heads-ratio and --ffn-ratio, the same fraction of both in every layer, whose model the
-    setting's latency model predicts at `target` (bisection on the fraction; the cached
-    latency model was measured by the speed runs). Ranked across layers, the FFN neurons
-    removed are as many, and an FFN's latency is close to linear in its width, so the
-    prediction holds for `ratios` too (the re-timed speed-ups say by how much)."""
-    from compresskit.exporters.latency import latency_model_for
-    from compresskit.loading import load_model
-
-    teacher_model, deployed = load_model(teacher), latency_setting(args, setting)
-    lm = latency_model_for(teacher_model, deployed)
-    baseline = latency_model_for(teacher_model, deployed.in_float32()).dense()
-    s = lm.shape
-
-    def predicted(fraction: float) -> float:
-        heads, ffn = round(s.heads * (1 - fraction)), round(s.ffn * (1 - fraction))
-        return lm.predict([heads] * s.layers, [ffn] * s.layers)
-
-    low, high = 0.0, 1 - 1 / s.heads  # at most: one head left in every layer
-    for _ in range(40):
-        middle = (low + high) / 2
-        low, high = (middle, high) if baseline / predicted(middle) < target else (low, middle)
-    return ["--heads-ratio", f"{high:.4f}", "--ffn-ratio", f"{high:.4f}"]
 
 
 def row(report: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ in file order); for each setting and target, four plans are made:
 - `uniform`: one ratio of the heads and of the FFN neurons removed in every layer;
 - `ratios`: one heads ratio in every layer and the same FFN ratio ranked across layers
   (compresskit's default scopes);
-  each the largest ratio whose predicted speed-up meets the target.
+  each the smallest ratio removed that meets the target (`--target-shape ratios`).
 
 Each plan prunes a copy of the model, which is scored on 1,024 training examples outside the
 teacher's subset (held out from all of the above) and on the dev set, with no retraining. The
@@ -99,10 +99,14 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         plans = {
             "diagonal": plan_for_target(model, diagonal_scores, options).plan,
             "whole Fisher": plan_for_target(model, scores, options).plan,
-            "uniform": ratio_plan(model, scores, float(target), speedup_of, "layer"),
-            "ratios": ratio_plan(model, scores, float(target), speedup_of, "global"),
+            "uniform": ratio_plan(model, scores, options, "layer"),
+            "ratios": ratio_plan(model, scores, options, "global"),
         }
         for choice, plan in plans.items():
+            if isinstance(plan, str):  # refused
+                rows.append({"setting": name, "target": float(target), "choice": choice})
+                rows[-1]["refused"] = plan
+                continue
             rows.append(
                 {"setting": name, "target": float(target), "choice": choice}
                 | {"predicted_speedup": speedup_of(plan)}
@@ -210,29 +214,18 @@ def speedup_predictor(model: Any, options: Any) -> Callable[[Any], float]:
     return lambda plan: baseline / latency.predict(plan.heads_per_layer, plan.ffn_per_layer)
 
 
-def ratio_plan(
-    model: Any, scores: Any, target: float, speedup_of: Callable[[Any], float], ffn_scope: str
-) -> Any:
-    """The smallest fraction removed (bisection) whose ratio plan meets the target: that
-    fraction of every layer's heads and of the FFN neurons, ranked within each layer
+def ratio_plan(model: Any, scores: Any, options: Any, ffn_scope: str) -> Any:
+    """The smallest single ratio of heads and FFN neurons removed that meets the target
+    (`--target-shape ratios`): heads ranked within each layer, FFN neurons within each layer
     (`uniform`) or across layers (`ratios`, the CLI's default)."""
-    from compresskit.registry import get_strategy
+    from compresskit.errors import ConfigError
+    from compresskit.target import plan_for_target
 
-    def plan(fraction: float) -> Any:
-        strategy = get_strategy(
-            "fisher", heads_ratio=fraction, ffn_ratio=fraction, ffn_scope=ffn_scope
-        )
-        return strategy.plan_from_scores(model, scores)
-
-    heads = model.config.num_attention_heads
-    low, high = 0.0, 1 - 1 / heads  # at most: one head left in every layer
-    for _ in range(30):
-        middle = (low + high) / 2
-        if speedup_of(plan(middle)) < target:
-            low = middle
-        else:
-            high = middle
-    return plan(high)
+    shaped = dataclasses.replace(options, shape="ratios")
+    try:
+        return plan_for_target(model, scores, shaped, scopes=("layer", ffn_scope)).plan
+    except ConfigError as error:  # one ratio cannot reach the target: said in the table
+        return str(error)
 
 
 def evaluate(model: Any, plan: Any, held: list[dict], dev: list[dict]) -> dict[str, float]:
@@ -272,6 +265,9 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|--:|---|--:|--:|--:|--:|--:|---|",
     ]
     for r in result["rows"]:
+        if "refused" in r:
+            lines.append(f"| {r['setting']} | {r['target']:g}x | {r['choice']} | {r['refused']} |")
+            continue
         lines.append(
             f"| {r['setting']} | {r['target']:g}x | {r['choice']} | "
             f"{r['predicted_speedup']:.2f}x | {r['fisher_loss']:.4f} | "
