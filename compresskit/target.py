@@ -331,8 +331,9 @@ def choose_widths(
             counts, interactions = lowest_fisher_loss(
                 counts, example_gradients, head_scores, ffn_scores, widths, cost, budget
             )
+    values = (head_values, ffn_values)
     return _width_choice(
-        model, head_scores, ffn_scores, counts, cost, budget, before, in_loss_units, interactions
+        model, head_scores, ffn_scores, values, counts, cost, budget, before, interactions
     )
 
 
@@ -390,26 +391,26 @@ def ratio_widths(
         low, high = (low, middle) if cost_of(middle) <= budget else (middle, high)
     chosen = counts(high)
     assert chosen is not None  # high <= largest
-    return _width_choice(
-        model, scores.heads, scores.ffn, chosen, cost, budget, before, scores.in_loss_units
-    )
+    values = _unit_values(model, scores.heads, scores.ffn, scores.in_loss_units)
+    return _width_choice(model, scores.heads, scores.ffn, values, chosen, cost, budget, before)
 
 
 def _width_choice(
     model: nn.Module,
     head_scores: list[torch.Tensor],
     ffn_scores: list[torch.Tensor],
+    values: tuple[list[np.ndarray], list[np.ndarray]],
     counts: list[tuple[int, int]],
     cost: CostModel,
     budget: float,
     before: float,
-    in_loss_units: bool,
     interactions: dict[str, Any] | None = None,
 ) -> WidthChoice:
     """The plan that keeps each layer's best `counts` (heads, FFN neurons) by score, with
-    what the cost model predicts for it and the share of the importance it keeps; widths
-    with no head or no FFN neuron left anywhere are refused."""
-    head_values, ffn_values = _unit_values(model, head_scores, ffn_scores, in_loss_units)
+    what the cost model predicts for it and the share of the importance (`values`: per
+    layer, `_unit_values`) it keeps; widths with no head or no FFN neuron left anywhere are
+    refused."""
+    head_values, ffn_values = values
     _check_something_kept(counts, head_values, ffn_values, budget, cost.unit)
     layers = []
     current = PruningPlan.of_model(model)
