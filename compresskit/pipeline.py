@@ -105,7 +105,8 @@ def run_prune(job: PruneJob) -> PruneReport:
             if job.target is None:
                 plan = strategy.plan(model)
             else:
-                scores = strategy.scores(model)
+                ratios = job.target.shape == "ratios"
+                scores = strategy.scores_for_ratios(model) if ratios else strategy.scores(model)
                 choice = plan_for_target(
                     model,
                     scores,

@@ -157,11 +157,18 @@ class Strategy:
     ) -> Scores:
         raise NotImplementedError
 
+    def scores_for_ratios(
+        self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None = None
+    ) -> Scores:
+        """The scores a plan at ratios uses (here: `scores`); a strategy whose `scores` also
+        carry what only a per-layer target weighs (fisher's per-example gradients) skips it."""
+        return self.scores(model, batches)
+
     def plan(
         self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None = None
     ) -> PruningPlan:
         """Score `model` and keep the best heads and neurons at the configured ratios."""
-        return self.plan_from_scores(model, self.scores(model, batches))
+        return self.plan_from_scores(model, self.scores_for_ratios(model, batches))
 
     def plan_from_scores(self, model: nn.Module, scores: Scores) -> PruningPlan:
         """Turn scores of `model` (as it is now) into a plan with this strategy's config."""

@@ -22,7 +22,6 @@ from torch import nn
 
 from compresskit.arch import ArchAdapter, get_adapter
 from compresskit.errors import CompressKitError, ConfigError
-from compresskit.plan import PruningPlan
 from compresskit.strategies.base import (
     ExampleGradients,
     Scores,
@@ -241,10 +240,9 @@ class GateScoringStrategy(Strategy):
         """
         return self._scores(model, batches, for_a_target=self.keeps_example_gradients)
 
-    def plan(self, model: nn.Module, batches: Iterable[Batch] | None = None) -> PruningPlan:
-        """Score `model` and keep the best heads and neurons at the configured ratios (which
-        need the summed scores only: no per-example gradients kept, no removals measured)."""
-        return self.plan_from_scores(model, self._scores(model, batches, for_a_target=False))
+    def scores_for_ratios(self, model: nn.Module, batches: Iterable[Batch] | None = None) -> Scores:
+        """The summed scores only: no per-example gradients kept, no removals measured."""
+        return self._scores(model, batches, for_a_target=False)
 
     def _scores(
         self, model: nn.Module, batches: Iterable[Batch] | None, *, for_a_target: bool

@@ -237,3 +237,23 @@ def test_fine_tuning_with_fisher_to_a_target_reports_the_search(tiny_task, tmp_p
         layer["heads"] for layer in report["after"]["layers"]
     ]
     assert "widths by the whole Fisher: loss estimate" in output
+
+
+def test_a_ratio_shaped_target_with_fisher_measures_nothing_it_does_not_use(
+    tiny_task, tmp_path, monkeypatch
+):
+    def not_needed(*args, **kwargs):
+        raise AssertionError("measured removals for a ratio-shaped target")
+
+    monkeypatch.setattr("compresskit.strategies.gates.layer_removal_losses", not_needed)
+    model, data = tiny_task
+    code, output = prune_cli(
+        *("--strategy", "fisher", "--model", str(model), "--task", "sst2", "--data", str(data)),
+        *("--target-macs", "1.5", "--target-shape", "ratios", "--epochs", "1"),
+        *("--batch-size", "16", "--max-seq-len", "16", "--no-progress"),
+        *("--output", str(tmp_path / "out")),
+    )
+    assert code == 0, output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["target"]["shape"] == "ratios" and report["target"]["interactions"] is None
+    assert report["macs_ratio"] >= 1.5

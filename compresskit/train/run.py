@@ -39,7 +39,7 @@ from compresskit.pipeline import timed
 from compresskit.plan import PruningPlan
 from compresskit.registry import get_strategy_class
 from compresskit.stats import ModelStats, dense_stats, model_stats
-from compresskit.strategies.base import Scores, SearchRecord, Strategy, TrainingTimeStrategy
+from compresskit.strategies.base import SearchRecord, Strategy, TrainingTimeStrategy
 from compresskit.target import (
     TargetOptions,
     WidthChoice,
@@ -566,7 +566,7 @@ def _choose(
             if job.target is None:
                 plan = strategy.plan(work.model, batches)
             else:
-                width = _for_target(job, strategy, work.model, strategy.scores(work.model, batches))
+                width = _for_target(job, strategy, work.model, batches)
                 plan = width.plan
             search = None
         stage = {"score": seconds["score"]}
@@ -584,9 +584,13 @@ def _choose(
     return Choice(plan, search, restarts, record, handoff, pace, target)
 
 
-def _for_target(job: TrainJob, strategy: Strategy, model: Any, scores: Scores) -> WidthChoice:
-    """The widths chosen for the job's target from the strategy's scores (not its ratios)."""
+def _for_target(job: TrainJob, strategy: Strategy, model: Any, batches: Any) -> WidthChoice:
+    """The widths chosen for the job's target from the strategy's scores of `model` (on
+    `batches`, for a strategy that scores with data), not from its ratios."""
     assert job.target is not None
+    ratios = job.target.shape == "ratios"
+    score = strategy.scores_for_ratios if ratios else strategy.scores
+    scores = score(model, batches)
     return plan_for_target(
         model,
         scores,
@@ -643,7 +647,7 @@ def _search(
     if job.target is None:
         plan = strategy.finish(model)
     else:
-        width = _for_target(job, strategy, model, strategy.scores(model))
+        width = _for_target(job, strategy, model, None)
         plan = width.plan
     strategy.detach()
     strategy.prepare_slim(model)
