@@ -25,7 +25,7 @@ from compresskit.stats import ModelStats, dense_stats, model_stats
 from compresskit.target import (
     TargetOptions,
     check_target_options,
-    plan_for_target,
+    plan_strategy_for_target,
     target_record,
     target_summary,
 )
@@ -105,14 +105,8 @@ def run_prune(job: PruneJob) -> PruneReport:
             if job.target is None:
                 plan = strategy.plan(model)
             else:
-                ratios = job.target.shape == "ratios"
-                scores = strategy.scores_for_ratios(model) if ratios else strategy.scores(model)
-                choice = plan_for_target(
-                    model,
-                    scores,
-                    job.target,
-                    round_to=job.options.get("round_to"),
-                    scopes=(strategy.config.heads_scope, strategy.config.ffn_scope),
+                choice = plan_strategy_for_target(
+                    strategy, model, None, job.target, job.options.get("round_to")
                 )
                 plan = choice.plan
         given = copy.deepcopy(model) if job.target is not None and job.target.timed else None

@@ -49,7 +49,7 @@ from compresskit.errors import ConfigError, PlanError
 from compresskit.interactions import lowest_fisher_loss
 from compresskit.latency import CostModel, LatencySetting, MacsModel, ModelShape
 from compresskit.plan import LayerPlan, PruningPlan, Scope, plan_from_scores, top_positions
-from compresskit.strategies.base import ExampleGradients, Scores
+from compresskit.strategies.base import ExampleGradients, Scores, Strategy
 
 BINS = 4000
 FAST_WIDTH_MULTIPLE = 16
@@ -274,6 +274,21 @@ def plan_for_target(
         in_loss_units=scores.in_loss_units,
         example_gradients=scores.example_gradients,
     )
+
+
+def plan_strategy_for_target(
+    strategy: Strategy,
+    model: nn.Module,
+    batches: Any,
+    options: TargetOptions,
+    round_to: int | None = None,
+) -> WidthChoice:
+    """`plan_for_target` with a strategy's scores of `model` (on `batches`, for a strategy
+    that scores with data): the scores a plan at ratios uses when the target's shape is
+    ratios, ranked within the strategy's scopes."""
+    score = strategy.scores_for_ratios if options.shape == "ratios" else strategy.scores
+    scopes = (strategy.config.heads_scope, strategy.config.ffn_scope)
+    return plan_for_target(model, score(model, batches), options, round_to=round_to, scopes=scopes)
 
 
 def _predict(cost: CostModel, plan: PruningPlan) -> float:

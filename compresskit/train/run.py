@@ -44,7 +44,7 @@ from compresskit.target import (
     TargetOptions,
     WidthChoice,
     check_target_options,
-    plan_for_target,
+    plan_strategy_for_target,
     target_record,
     target_summary,
 )
@@ -588,15 +588,8 @@ def _for_target(job: TrainJob, strategy: Strategy, model: Any, batches: Any) -> 
     """The widths chosen for the job's target from the strategy's scores of `model` (on
     `batches`, for a strategy that scores with data), not from its ratios."""
     assert job.target is not None
-    ratios = job.target.shape == "ratios"
-    score = strategy.scores_for_ratios if ratios else strategy.scores
-    scores = score(model, batches)
-    return plan_for_target(
-        model,
-        scores,
-        job.target,
-        round_to=job.options.get("round_to"),
-        scopes=(strategy.config.heads_scope, strategy.config.ffn_scope),
+    return plan_strategy_for_target(
+        strategy, model, batches, job.target, job.options.get("round_to")
     )
 
 
