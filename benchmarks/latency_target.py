@@ -1,8 +1,8 @@
 """Compression to a latency target on ONNX Runtime, end to end: does the measured speed-up land
 on the target, and what accuracy does each speed-up keep?
 
-1. The teacher: dense MiniLM fine-tuned on the SST-2 subset (`--strategy none`), or
-   `--teacher PATH`.
+1. The teacher: dense MiniLM fine-tuned on the task's subset (`--task`, SST-2 by default;
+   `--strategy none`), or `--teacher PATH`.
 2. Speed: `compresskit prune --strategy magnitude --model TEACHER --target-speedup X` for
    every target and deployment setting (fp32 and int8, batch 1 and 32, seq 128, 2 threads),
    no training. Each run plans on the latency model (measured once per setting, kept in
@@ -56,6 +56,7 @@ VARIANTS = ("distilled", "plain", "uniform", "ratios")
 def parse_args() -> argparse.Namespace:
     parser = sst2_parser(__doc__.splitlines()[0], "bench-out/latency_target")
     parser.add_argument("--teacher", type=Path, help="a fine-tuned classifier (default: train)")
+    parser.add_argument("--task", default="sst2", help="the GLUE task of --data (sst2, cola, ...)")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--targets", help="comma-separated speed-ups (default: per setting)")
     parser.add_argument("--threads", default="2")
@@ -93,8 +94,9 @@ def main() -> None:
         result = {
             "benchmark": "latency_target",
             "teacher": str(teacher),
+            "task": args.task,
             "teacher_accuracy": (
-                json.loads(teacher_report.read_text())["metrics"]["accuracy"]
+                primary_metric(json.loads(teacher_report.read_text()))
                 if teacher_report.is_file()
                 else None
             ),
@@ -114,7 +116,7 @@ def subset(args: argparse.Namespace) -> list[str]:
 
 def fine_tuning(args: argparse.Namespace, seed: str) -> list[str]:
     return [
-        *("--task", "sst2", "--data", str(args.data), *subset(args)),
+        *("--task", args.task, "--data", str(args.data), *subset(args)),
         *("--epochs", args.epochs, "--lr", args.lr, "--batch-size", "32"),
         *("--max-seq-len", "16" if args.smoke else "64"),
         *("--seed", seed, "--no-progress", "--overwrite"),
@@ -276,7 +278,6 @@ def retime(
 def row(report: dict[str, Any]) -> dict[str, Any]:
     target = report.get("target") or {}
     measured = target.get("measured") or {}
-    metrics = report.get("metrics") or {}
     return {
         "command": report["command"],
         "predicted_speedup": target.get("predicted_ratio"),
@@ -284,7 +285,8 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
         "measured_speedup": measured.get("speedup"),
         "measured_ms": measured.get("after_ms"),
         "teacher_ms": measured.get("before_ms"),
-        "accuracy": metrics.get("accuracy"),
+        "accuracy": primary_metric(report),
+        "metric": report.get("primary_metric", "accuracy"),
         "params": report["after"]["params"],
         "macs_ratio": report["macs_ratio"],
         "heads_per_layer": [layer["heads"] for layer in report["after"]["layers"]],
@@ -294,6 +296,17 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
         "retimed_speedups": [m["speedup"] for m in report.get("retimed", [])],
         "load_before": report.get("load_before"),
     }
+
+
+def primary_metric(report: dict[str, Any]) -> float | None:
+    """The task's metric in a run's report (accuracy for SST-2, Matthews' for CoLA)."""
+    return (report.get("metrics") or {}).get(report.get("primary_metric", "accuracy"))
+
+
+def metric_name(result: dict[str, Any]) -> str:
+    task = {"sst2": "SST-2", "cola": "CoLA"}.get(result.get("task", "sst2"), result.get("task"))
+    metric = next((r.get("metric") for r in result["runs"].values() if r.get("metric")), None)
+    return f"{task} dev {metric or 'accuracy'}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -338,10 +351,10 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "## Accuracy",
             "",
-            "Teacher dev accuracy: "
-            + (f"{100 * teacher:.2f}%." if teacher is not None else "not known (given)."),
+            f"Metric: {metric_name(result)} (× 100). Teacher: "
+            + (f"{100 * teacher:.2f}." if teacher is not None else "not known (given)."),
             "",
-            "| setting | target | scores | variant | seeds | dev acc | measured speed-up "
+            "| setting | target | scores | variant | seeds | dev metric | measured speed-up "
             "| re-timed | MACs ratio | heads per layer (first seed) | FFN per layer (first seed) |",
             "|---|--:|---|---|--:|--:|--:|--:|--:|---|---|",
         ]
@@ -400,7 +413,7 @@ def figure(result: dict[str, Any], path: Path) -> None:
     if speed or not accuracy:
         plot_speed(axes[0][0], speed)
     if accuracy:
-        plot_accuracy(axes[0][-1], accuracy)
+        plot_accuracy(axes[0][-1], accuracy, metric_name(result))
     fig.suptitle(f"Latency targets: {Path(result['teacher']).name}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -423,7 +436,7 @@ def plot_speed(ax: Any, speed: list[dict[str, Any]]) -> None:
     ax.legend(fontsize=8)
 
 
-def plot_accuracy(ax: Any, accuracy: list[dict[str, Any]]) -> None:
+def plot_accuracy(ax: Any, accuracy: list[dict[str, Any]], metric: str) -> None:
     markers = {"distilled": "o", "plain": "s", "uniform": "^", "ratios": "v"}
     for strategy, kind in sorted({(r.get("strategy", "magnitude"), r["kind"]) for r in accuracy}):
         rows = [
@@ -436,7 +449,7 @@ def plot_accuracy(ax: Any, accuracy: list[dict[str, Any]]) -> None:
             label=f"{kind}, {strategy}",
         )
     ax.set_xlabel("measured speed-up (re-timed where it was)")
-    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_ylabel(f"{metric} (× 100)")
     ax.set_title("Accuracy against speed")
     ax.legend(fontsize=8)
 
