@@ -3,16 +3,18 @@ on the target, and what accuracy does each speed-up keep?
 
 1. The teacher: dense MiniLM fine-tuned on the task's subset (`--task`, SST-2 by default;
    `--strategy none`), or `--teacher PATH`.
-2. Speed: `compresskit prune --strategy magnitude --model TEACHER --target-speedup X` for
-   every target and deployment setting (fp32 and int8, batch 1 and 32, seq 128, 2 threads),
-   no training. Each run plans on the latency model (measured once per setting, kept in
-   OUTPUT/cache) and times its result against the teacher in interleaved rounds. The table:
+2. Speed: `compresskit prune --strategy magnitude --model TEACHER --target-speedup X
+   --target-shape layers` for every target and deployment setting (fp32 and int8, batch 1
+   and 32, seq 128, 2 threads), no training. Each run plans on the latency model (measured
+   once per setting, kept in OUTPUT/cache) and times its result against the teacher in
+   interleaved rounds. The table:
    predicted and measured speed-up, and the latency model's error on the whole model.
-3. Accuracy (`--accuracy`): the same targets, fine-tuned on the subset with and without
-   distillation from the teacher, and for comparison, at the same predicted latency:
-   `uniform`, one ratio of heads and of FFN neurons removed in every layer, and `ratios`,
-   compresskit's ratio pruning as a user gets it (one heads ratio per layer, FFN neurons
-   ranked across layers: the scores decide how wide each layer's FFN stays).
+3. Accuracy (`--accuracy`): the same targets, fine-tuned on the subset, every layer's widths
+   chosen (`--target-shape layers`) with and without distillation from the teacher, and
+   ratio-shaped (`--target-shape ratios`, distilled): `uniform`, one ratio of heads and of
+   FFN neurons removed in every layer, and `ratios`, what a target gives by default (one
+   heads ratio per layer, FFN neurons ranked across layers: the scores decide how wide each
+   layer's FFN stays).
 
 Every run is one command, run one after another; a run whose report is saved is not run
 again, so the benchmark continues where it stopped and merges what is there.
@@ -162,7 +164,8 @@ def speed_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, A
             name = f"speed-{setting}-{target:g}x"
             options = [
                 *("--strategy", "magnitude", "--model", str(teacher)),
-                *("--target-speedup", f"{target:g}", *deployment(args, setting), "--overwrite"),
+                *("--target-speedup", f"{target:g}", *deployment(args, setting)),
+                *("--target-shape", "layers", "--overwrite"),
             ]
             try:
                 report = once(args, name, options)
@@ -223,16 +226,19 @@ def variant_options(
     setting: str,
     target: float,
 ) -> list[str]:
-    """`base` and the flags of one accuracy variant: the target, distilled or not, or the
-    target with one ratio (`--target-shape ratios`), the same in every layer (`uniform`) or
-    with FFN neurons ranked across layers (`ratios`, the CLI's default scopes). Session 11's
-    saved runs bisected that ratio here instead, predicting its FFN widths as uniform."""
+    """`base` and the flags of one accuracy variant: the target with every layer's widths
+    chosen (`--target-shape layers`), distilled or not, or the target with one ratio
+    (`--target-shape ratios`), the same in every layer (`uniform`) or with FFN neurons ranked
+    across layers (`ratios`: the CLI's default shape and scopes). Session 11's saved runs
+    bisected that ratio here instead, predicting its FFN widths as uniform; runs saved before
+    session 12 ran `layers` without the flag (then the default)."""
     aimed = ["--target-speedup", f"{target:g}", *deployment(args, setting)]
     if variant in ("uniform", "ratios"):
         ffn_scope = "layer" if variant == "uniform" else "global"
         shape = ["--target-shape", "ratios", "--heads-scope", "layer", "--ffn-scope", ffn_scope]
         return [*base, *aimed, *shape, "--distill"]
-    return [*base, *aimed, "--distill" if variant == "distilled" else "--no-distill"]
+    layers = ["--target-shape", "layers"]
+    return [*base, *aimed, *layers, "--distill" if variant == "distilled" else "--no-distill"]
 
 
 def latency_setting(args: argparse.Namespace, setting: str) -> Any:

@@ -201,7 +201,7 @@ def target_options(args: argparse.Namespace, name: str, speedup: float) -> Any:
         seq_len=args.seq_len,
         int8=precision == "int8",
     )
-    return TargetOptions(Target("speedup", speedup), setting, verify=False)
+    return TargetOptions(Target("speedup", speedup), setting, verify=False, shape="layers")
 
 
 def speedup_predictor(model: Any, options: Any) -> Callable[[Any], float]:

@@ -341,8 +341,8 @@ class _PruneCommand(click.Command):
 @click.option(
     "--target-speedup",
     type=float,
-    help="Choose every layer's widths to run this many times faster than the model as given "
-    "(measured on --runtime), keeping the most of the strategy's scores.",
+    help="Prune to run this many times faster than the model as given (measured on "
+    "--runtime), keeping the most of the strategy's scores; --target-shape says how.",
 )
 @click.option("--target-latency", type=float, help="Like --target-speedup: milliseconds per batch.")
 @click.option(
@@ -350,9 +350,10 @@ class _PruneCommand(click.Command):
 )
 @click.option(
     "--target-shape",
-    type=click.Choice(["layers", "ratios"]),
-    help="layers: every layer's widths chosen for the target; ratios: one heads ratio and one "
-    "FFN ratio (--heads-scope, --ffn-scope), the smallest that meets it [layers].",
+    type=click.Choice(["ratios", "layers"]),
+    help="ratios: one heads ratio and one FFN ratio (--heads-scope, --ffn-scope), the smallest "
+    "that meets the target (the more accurate after fine-tuning); layers: every layer's widths "
+    "chosen for the target (the least loss right after pruning) [ratios].",
 )
 @click.option(
     "--runtime",

@@ -225,8 +225,9 @@ def test_fine_tuning_with_fisher_to_a_target_reports_the_search(tiny_task, tmp_p
     model, data = tiny_task
     code, output = prune_cli(
         *("--strategy", "fisher", "--model", str(model), "--task", "sst2", "--data", str(data)),
-        *("--target-macs", "1.5", "--epochs", "1", "--batch-size", "16", "--max-seq-len", "16"),
-        *("--no-progress", "--output", str(tmp_path / "out")),
+        *("--target-macs", "1.5", "--target-shape", "layers", "--epochs", "1"),
+        *("--batch-size", "16", "--max-seq-len", "16", "--no-progress"),
+        *("--output", str(tmp_path / "out")),
     )
     assert code == 0, output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -247,9 +248,9 @@ def test_a_ratio_shaped_target_with_fisher_measures_nothing_it_does_not_use(
 
     monkeypatch.setattr("compresskit.strategies.gates.layer_removal_losses", not_needed)
     model, data = tiny_task
-    code, output = prune_cli(
+    code, output = prune_cli(  # the default shape
         *("--strategy", "fisher", "--model", str(model), "--task", "sst2", "--data", str(data)),
-        *("--target-macs", "1.5", "--target-shape", "ratios", "--epochs", "1"),
+        *("--target-macs", "1.5", "--epochs", "1"),
         *("--batch-size", "16", "--max-seq-len", "16", "--no-progress"),
         *("--output", str(tmp_path / "out")),
     )
