@@ -255,7 +255,9 @@ def choose_ratios(model, scores, cost, ratio: float, scopes=("layer", "global"),
 
 @pytest.mark.parametrize("scopes", [("layer", "global"), ("layer", "layer"), ("global", "global")])
 @pytest.mark.parametrize("ratio", [1.3, 1.8])
-def test_a_ratio_shaped_target_is_the_smallest_ratio_that_fits(scopes, ratio):
+def test_a_ratio_shaped_target_is_the_smallest_ratios_that_fit(scopes, ratio):
+    """The heads ratio is the smallest single ratio (of both kinds) within the budget; the FFN
+    ratio the smallest within it with the heads at that ratio."""
     model = tiny_model("bert", layers=3, heads=4, ffn=40)
     scores = get_strategy("magnitude").scores(model)
     cost = fake_latency(model)
@@ -264,13 +266,13 @@ def test_a_ratio_shaped_target_is_the_smallest_ratio_that_fits(scopes, ratio):
     choice = choose_ratios(model, scores, cost, ratio, scopes, round_to=4)
     assert choice.predicted <= choice.budget
 
-    def widths(r: float) -> tuple[list[int], list[int]] | None:
-        """The widths --heads-ratio r --ffn-ratio r gives, or None where r removes every head
-        or every FFN neuron (refused)."""
+    def widths(heads_ratio: float, ffn_ratio: float) -> tuple[list[int], list[int]] | None:
+        """The widths --heads-ratio --ffn-ratio give, or None where a ratio removes every
+        head or every FFN neuron (refused)."""
         strategy = get_strategy(
             "magnitude",
-            heads_ratio=r,
-            ffn_ratio=r,
+            heads_ratio=heads_ratio,
+            ffn_ratio=ffn_ratio,
             heads_scope=scopes[0],
             ffn_scope=scopes[1],
             round_to=4,
@@ -281,15 +283,21 @@ def test_a_ratio_shaped_target_is_the_smallest_ratio_that_fits(scopes, ratio):
             return None
         return plan.heads_per_layer, plan.ffn_per_layer
 
-    def predicted(kept: tuple[list[int], list[int]]) -> float:
-        return cost.fixed + sum(cost.layer(h, f) for h, f in zip(*kept, strict=True))
+    def fits(kept: tuple[list[int], list[int]] | None) -> bool:
+        return kept is not None and choice.budget >= cost.fixed + sum(
+            cost.layer(h, f) for h, f in zip(*kept, strict=True)
+        )
 
-    # The widths of some ratio r, and every smaller ratio's widths miss the budget.
+    grid = np.linspace(0, 0.999, 1000)
+    # The heads of the smallest single ratio that fits ...
+    single = next(r for r in grid if fits(widths(r, r)))
+    assert all(not fits(widths(r, r)) for r in grid if r < single)
+    single_heads = widths(single, single)[0]  # type: ignore[index]
+    assert choice.plan.heads_per_layer == single_heads
+    # ... and the FFN widths of the smallest FFN ratio that fits beside them.
     chosen = (choice.plan.heads_per_layer, choice.plan.ffn_per_layer)
-    found = [r for r in np.linspace(0, 0.999, 1000) if widths(r) == chosen]
-    assert found
-    smaller = [widths(r) for r in np.linspace(0, found[0], 50)[:-1]]
-    assert all(w is not None and predicted(w) > choice.budget for w in smaller)
+    ffn_ratio = next(f for f in grid[grid <= single] if widths(single, f) == chosen)
+    assert all(not fits(widths(single, f)) for f in grid if f < ffn_ratio)
 
 
 def test_an_already_pruned_model_is_sped_up_from_where_it_is():
