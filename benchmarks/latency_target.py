@@ -69,6 +69,9 @@ def parse_args() -> argparse.Namespace:
         "--strategies", default="magnitude", help="comma-separated: the scores of accuracy runs"
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="accuracy runs to do")
+    parser.add_argument(
+        "--speed-shapes", default="ratios,layers", help="target shapes of the speed runs"
+    )
     parser.add_argument("--merge-only", action="store_true", help="only merge saved runs")
     parser.add_argument(
         "--retime",
@@ -84,7 +87,8 @@ def main() -> None:
     args = parse_args()
     with smoke_inputs(args):
         if args.smoke:
-            args.settings, args.targets, args.seq_len = "fp32-b1", "1.3", "16"
+            # a tiny model's fixed cost is most of it: one ratio gets it ~1.2x faster at most
+            args.settings, args.targets, args.seq_len = "fp32-b1", "1.1", "16"
             args.max_train_samples, args.epochs = 0, "1"
         os.environ["COMPRESSKIT_CACHE"] = str(args.output / "cache")
         load_before = os.getloadavg()[0]
@@ -157,32 +161,37 @@ def deployment(args: argparse.Namespace, setting: str) -> list[str]:
 
 
 def speed_runs(args: argparse.Namespace, teacher: Path) -> dict[str, dict[str, Any]]:
-    """One-shot prunes of the teacher to every target, each timed against the teacher."""
+    """One-shot prunes of the teacher to every target in every shape, each timed against the
+    teacher (`layers` runs keep the names they had when it was the only shape)."""
     runs = {}
-    for setting in args.settings.split(","):
-        for target in targets_of(args, setting):
-            name = f"speed-{setting}-{target:g}x"
-            options = [
-                *("--strategy", "magnitude", "--model", str(teacher)),
-                *("--target-speedup", f"{target:g}", *deployment(args, setting)),
-                *("--target-shape", "layers", "--overwrite"),
-            ]
-            try:
-                report = once(args, name, options)
-            except SystemExit as refused:  # a target the model cannot meet: a result too
-                report = {"refused": str(refused).split("): ")[-1].split(" — see")[0]}
-                (args.output / f"{name}.json").write_text(json.dumps(report) + "\n")
-            if report is not None and "refused" in report:
-                # (runs saved before the log's last line was quoted as a list)
-                why = report["refused"].strip("[]'").removeprefix("Error: ")
-                runs[name] = {
-                    "kind": "refused",
-                    "setting": setting,
-                    "target": target,
-                    "refused": why,
-                }
-            elif report is not None:
-                runs[name] = {"kind": "speed", "setting": setting, "target": target} | row(report)
+    targets = [(s, t) for s in args.settings.split(",") for t in targets_of(args, s)]
+    for shape, (setting, target) in itertools.product(args.speed_shapes.split(","), targets):
+        name = f"speed-{setting}-{target:g}x" + ("" if shape == "layers" else f"-{shape}")
+        options = [
+            *("--strategy", "magnitude", "--model", str(teacher)),
+            *("--target-speedup", f"{target:g}", *deployment(args, setting)),
+            *("--target-shape", shape, "--overwrite"),
+        ]
+        try:
+            report = once(args, name, options)
+        except SystemExit as refused:  # a target the model cannot meet: a result too
+            # "run NAME failed (1): Error: WHY — see LOG"
+            why = str(refused).split(" failed (", 1)[-1].split("): ", 1)[-1]
+            report = {"refused": why.split(" — see")[0]}
+            (args.output / f"{name}.json").write_text(json.dumps(report) + "\n")
+        if report is not None and "refused" in report:
+            # (runs saved before the log's last line was quoted as a list)
+            why = report["refused"].strip("[]'").removeprefix("Error: ")
+            runs[name] = {
+                "kind": "refused",
+                "setting": setting,
+                "target": target,
+                "shape": shape,
+                "refused": why,
+            }
+        elif report is not None:
+            where = {"setting": setting, "target": target, "shape": shape}
+            runs[name] = {"kind": "speed"} | where | row(report)
     return runs
 
 
@@ -321,18 +330,19 @@ def markdown(result: dict[str, Any]) -> str:
         "# Compression to a latency target on ONNX Runtime",
         "",
         f"Teacher: {result['teacher']}; {result['threads']} threads, sequence length "
-        f"{result['seq_len']}. Speed runs: magnitude scores, widths chosen by the knapsack "
-        "over layers on the setting's latency model. *Measured*: the pruned graph against the "
-        "teacher's, the graphs `compresskit export onnx` deploys, interleaved medians of at "
-        "least 30 rounds and 3 s in one process (compresskit's --verify; runs saved before "
-        "that took 30 rounds); *re-timed*: the same again on a quiet machine (`--retime`), "
+        f"{result['seq_len']}. Speed runs: magnitude scores, on the setting's latency model, "
+        "in each target shape (ratios, the default; layers, the knapsack over layers). "
+        "*Measured*: the pruned graph against the teacher's, the graphs `compresskit export "
+        "onnx` deploys, interleaved medians of at least 30 rounds and 3 s in one process "
+        "(compresskit's --verify; runs saved before that took 30 rounds); *re-timed*: the "
+        "same again on a quiet machine (`--retime`), "
         "each run's median.",
         "",
         "## Speed",
         "",
-        "| setting | target | predicted | measured | off target | predicted ms | measured ms "
-        "| model error | MACs ratio | heads per layer | FFN per layer |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+        "| setting | target | shape | predicted | measured | off target | predicted ms "
+        "| measured ms | model error | MACs ratio | heads per layer | FFN per layer |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|---|---|",
     ]
     for r in runs.values():
         if r["kind"] != "speed" or r["measured_speedup"] is None:
@@ -340,13 +350,15 @@ def markdown(result: dict[str, Any]) -> str:
         off = r["measured_speedup"] / r["target"] - 1
         error = r["predicted_ms"] / r["measured_ms"] - 1
         lines.append(
-            f"| {r['setting']} | {r['target']:g}x | {r['predicted_speedup']:.2f}x | "
+            f"| {r['setting']} | {r['target']:g}x | {r.get('shape', 'layers')} | "
+            f"{r['predicted_speedup']:.2f}x | "
             f"{r['measured_speedup']:.2f}x | {off:+.1%} | {r['predicted_ms']:.2f} | "
             f"{r['measured_ms']:.2f} | {error:+.1%} | {r['macs_ratio']:.2f}x | "
             f"{r['heads_per_layer']} | {r['ffn_per_layer']} |"
         )
     lines += [
-        f"| {r['setting']} | {r['target']:g}x | refused: {r['refused']} |"
+        f"| {r['setting']} | {r['target']:g}x | {r.get('shape', 'layers')} | "
+        f"refused: {r['refused']} |"
         for r in runs.values()
         if r["kind"] == "refused"
     ]
@@ -427,10 +439,13 @@ def figure(result: dict[str, Any], path: Path) -> None:
 
 
 def plot_speed(ax: Any, speed: list[dict[str, Any]]) -> None:
-    for setting in sorted({r["setting"] for r in speed}):
-        rows = [r for r in speed if r["setting"] == setting]
+    for setting, shape in sorted({(r["setting"], r.get("shape", "layers")) for r in speed}):
+        rows = [r for r in speed if (r["setting"], r.get("shape", "layers")) == (setting, shape)]
         ax.plot(
-            [r["target"] for r in rows], [r["measured_speedup"] for r in rows], "o-", label=setting
+            [r["target"] for r in rows],
+            [r["measured_speedup"] for r in rows],
+            "o-" if shape == "ratios" else "s--",
+            label=f"{setting}, {shape}",
         )
     if speed:
         top = max(max(r["target"] for r in speed), max(r["measured_speedup"] for r in speed))

@@ -132,8 +132,9 @@ class TargetOptions:
     # "ratios": one heads ratio and one FFN ratio (the strategy's scopes), the smallest that
     # meets the target (`ratio_widths`); "layers": every layer's widths chosen for the budget
     # (`choose_widths`). Ratios are the default: after distilled fine-tuning on SST-2 they
-    # were the more accurate at every target measured (11 of 12 seed pairs), though the
-    # layer-by-layer choice loses less right after pruning (docs/latency-target.md).
+    # were the more accurate at every target measured (at least as accurate in 11 of 12 seed
+    # pairs), though the layer-by-layer choice loses less right after pruning
+    # (docs/latency-target.md).
     shape: str = "ratios"
 
     def __post_init__(self) -> None:
