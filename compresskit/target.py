@@ -702,8 +702,9 @@ def target_record(
 
 
 def target_summary(record: dict[str, Any]) -> str:
-    """One line: the target, the prediction, the measurement and, when fisher's gradients
-    chose the widths, the loss estimate of the choice against the knapsack's."""
+    """One line: the target, the prediction, the measurement, the shape when ratios and,
+    when fisher's gradients chose the widths, the loss estimate of the choice against the
+    knapsack's."""
     setting = LatencySetting(**record["setting"])
     kind, value = record["kind"], record["value"]
     asked = Target(kind, value).describe()
@@ -717,6 +718,8 @@ def target_summary(record: dict[str, Any]) -> str:
             f", measured {measured['speedup']:.2f}x ({measured['before_ms']:.2f} -> "
             f"{measured['after_ms']:.2f} ms, interleaved medians of {measured['runs']} runs)"
         )
+    if record.get("shape", "layers") == "ratios":  # reports before the shape existed: layers
+        line += "; widths: a heads ratio and an FFN ratio (--target-shape layers: every layer's)"
     searched = record.get("interactions")
     if searched:
         line += (

@@ -494,6 +494,7 @@ def test_prune_to_a_macs_target_reports_the_choice(tiny_task, tmp_path):
     )
     assert code == 0, output
     assert "target 2x fewer MACs (encoder MACs): predicted" in output
+    assert "widths: a heads ratio and an FFN ratio" in output  # the default shape, said
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["macs_ratio"] >= 2.0
     assert report["target"]["kind"] == "macs" and report["target"]["measured"] is None
