@@ -79,7 +79,6 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     from compresskit.interactions import plan_fisher_loss
     from compresskit.loading import load_model
     from compresskit.registry import get_strategy
-    from compresskit.target import plan_for_target
 
     load_before = os.getloadavg()[0]
     # A classifier as the teacher was saved (with --smoke: the tiny checkpoint, head added).
@@ -96,13 +95,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         name, target = item.split(":")
         options = target_options(args, name, float(target))
         speedup_of = speedup_predictor(model, options)
-        plans = {
-            "diagonal": plan_for_target(model, diagonal_scores, options).plan,
-            "whole Fisher": plan_for_target(model, scores, options).plan,
-            "uniform": ratio_plan(model, scores, options, "layer"),
-            "ratios": ratio_plan(model, scores, options, "global"),
-        }
-        for choice, plan in plans.items():
+        for choice, plan in width_choices(model, scores, diagonal_scores, options).items():
             if isinstance(plan, str):  # refused
                 rows.append({"setting": name, "target": float(target), "choice": choice})
                 rows[-1]["refused"] = plan
@@ -215,17 +208,35 @@ def speedup_predictor(model: Any, options: Any) -> Callable[[Any], float]:
 
 
 def ratio_plan(model: Any, scores: Any, options: Any, ffn_scope: str) -> Any:
-    """The smallest single ratio of heads and FFN neurons removed that meets the target
-    (`--target-shape ratios`): heads ranked within each layer, FFN neurons within each layer
-    (`uniform`) or across layers (`ratios`, the CLI's default)."""
-    from compresskit.errors import ConfigError
+    """The ratio-shaped widths that meet the target (`--target-shape ratios`): heads ranked
+    within each layer, FFN neurons within each layer (`uniform`) or across layers (`ratios`,
+    the CLI's default)."""
     from compresskit.target import plan_for_target
 
     shaped = dataclasses.replace(options, shape="ratios")
-    try:
-        return plan_for_target(model, scores, shaped, scopes=("layer", ffn_scope)).plan
-    except ConfigError as error:  # one ratio cannot reach the target: said in the table
-        return str(error)
+    return plan_for_target(model, scores, shaped, scopes=("layer", ffn_scope)).plan
+
+
+def width_choices(model: Any, scores: Any, diagonal_scores: Any, options: Any) -> dict[str, Any]:
+    """Each kind of widths' plan for the target, or the one line that refused it (a result
+    too: the table says it; e.g. a tiny model's fixed cost above the budget on a busy
+    machine)."""
+    from compresskit.errors import ConfigError
+    from compresskit.target import plan_for_target
+
+    makers: dict[str, Callable[[], Any]] = {
+        "diagonal": lambda: plan_for_target(model, diagonal_scores, options).plan,
+        "whole Fisher": lambda: plan_for_target(model, scores, options).plan,
+        "uniform": lambda: ratio_plan(model, scores, options, "layer"),
+        "ratios": lambda: ratio_plan(model, scores, options, "global"),
+    }
+    plans = {}
+    for choice, make in makers.items():
+        try:
+            plans[choice] = make()
+        except ConfigError as error:
+            plans[choice] = str(error)
+    return plans
 
 
 def evaluate(model: Any, plan: Any, held: list[dict], dev: list[dict]) -> dict[str, float]:
