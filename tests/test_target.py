@@ -567,9 +567,10 @@ def test_the_latency_model_is_measured_once_and_cached(tiny_task, tmp_path, monk
             cli,
             [
                 *("prune", "--strategy", "magnitude", "--model", str(model)),
-                *("--target-speedup", "1.3", "--threads", "1", "--no-verify", "--seq-len", "16"),
-                # a tiny model's fixed cost is large: one ratio in every layer cannot get there
-                *("--target-shape", "layers", "--output", str(tmp_path / run)),
+                # a budget any model meets: a tiny model's fixed cost, measured on a busy
+                # machine, can be most of its latency, and this is about the cache
+                *("--target-latency", "1000", "--threads", "1", "--no-verify", "--seq-len", "16"),
+                *("--output", str(tmp_path / run)),
             ],
         )
         assert result.exit_code == 0, result.output
