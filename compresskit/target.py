@@ -1,9 +1,9 @@
 """Widths for a budget: keep the most importance a model can keep under a latency (or MACs)
 budget, in one of two shapes (`TargetOptions.shape`):
 
-- `ratios` (the default): one ratio of heads and one of FFN neurons removed, ranked as
+- `ratios` (the default): a ratio of heads and one of FFN neurons removed, ranked as
   `--heads-ratio`/`--ffn-ratio` rank them (by default heads within each layer, FFN neurons
-  across layers), the smallest that meets the budget (`ratio_widths`, a bisection);
+  across layers), the smallest that meet the budget (`ratio_widths`, by bisection);
 - `layers`: every layer's (heads, FFN width) chosen by a knapsack over layers
   (`choose_widths`, below), and for fisher a search that counts units removed together
   (compresskit/interactions.py).
